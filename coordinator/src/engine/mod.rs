@@ -1,0 +1,499 @@
+//! The engine: one task per running study (see `study.rs`), a registry of
+//! those tasks, worker bookkeeping and the group-commit flusher.
+//!
+//! Handlers call the async methods here; each converts the call into an event
+//! for the study's task, awaits the reply and, for writes, waits for group
+//! commit before returning, so an answer always means "stored durably".
+
+mod durable;
+mod study;
+
+use crate::storage::{Storage, StorageError, StudyRecord, TrialRecord};
+use durable::Durable;
+use hpo_proto::study::StudySpec;
+use hpo_proto::{
+    Assignment, Decision, MetricValues, Outcome, StudyId, StudyInfo, StudyState, TrialCounts, TrialId,
+    TrialInfo, TrialState, WorkerId, now_ms,
+};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+use study::StudyActor;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("{0}")]
+    InvalidArgument(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    FailedPrecondition(String),
+    #[error("coordinator is shutting down")]
+    Unavailable,
+    #[error("internal error: {0}")]
+    Internal(String),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// A trial whose worker is silent this long goes back in the queue.
+    pub lease_ttl: Duration,
+    /// How often each study checks leases and its time budget.
+    pub tick: Duration,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            lease_ttl: Duration::from_secs(30),
+            tick: Duration::from_millis(500),
+        }
+    }
+}
+
+/// Bound on queued events per study: back-pressure, not a limit users meet.
+const STUDY_QUEUE: usize = 1024;
+
+pub(crate) enum Event {
+    Acquire {
+        worker: WorkerId,
+        reply: oneshot::Sender<Result<Option<Assignment>, EngineError>>,
+    },
+    Report {
+        worker: WorkerId,
+        number: u32,
+        attempt: u32,
+        step: u32,
+        values: MetricValues,
+        reply: oneshot::Sender<Result<Decision, EngineError>>,
+    },
+    Heartbeat {
+        worker: WorkerId,
+        numbers: Vec<u32>,
+        reply: oneshot::Sender<Vec<u32>>,
+    },
+    Finish {
+        worker: WorkerId,
+        number: u32,
+        attempt: u32,
+        outcome: Outcome,
+        reply: oneshot::Sender<Result<TrialState, EngineError>>,
+    },
+    Cancel {
+        reply: oneshot::Sender<Result<(), EngineError>>,
+    },
+}
+
+#[derive(Clone)]
+struct StudyHandle {
+    tx: mpsc::Sender<Event>,
+    priority: i32,
+}
+
+struct WorkerEntry {
+    slots: Vec<String>,
+    last_seen_ms: i64,
+}
+
+struct Inner {
+    storage: Arc<dyn Storage>,
+    config: EngineConfig,
+    studies: RwLock<BTreeMap<StudyId, StudyHandle>>,
+    /// Round-robin position for sharing slots between studies.
+    cursor: AtomicUsize,
+    workers: Mutex<HashMap<WorkerId, WorkerEntry>>,
+    durable: Durable,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+}
+
+/// Cheap to clone; every clone drives the same engine.
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+impl Engine {
+    /// Starts the engine over `storage`, resuming every study that was running.
+    pub fn start(storage: Arc<dyn Storage>, config: EngineConfig) -> Result<Engine, EngineError> {
+        let (durable, flusher) = Durable::start(storage.clone());
+        let engine = Engine {
+            inner: Arc::new(Inner {
+                storage: storage.clone(),
+                config,
+                studies: RwLock::new(BTreeMap::new()),
+                cursor: AtomicUsize::new(0),
+                workers: Mutex::new(HashMap::new()),
+                durable,
+                tasks: Mutex::new(vec![flusher]),
+            }),
+        };
+        for record in storage.studies()? {
+            if record.state == StudyState::Running {
+                tracing::info!(study = %record.id, name = %record.spec.name, "resuming study");
+                engine.spawn_study(record)?;
+            }
+        }
+        Ok(engine)
+    }
+
+    pub fn storage(&self) -> &Arc<dyn Storage> {
+        &self.inner.storage
+    }
+
+    pub fn lease_ttl(&self) -> Duration {
+        self.inner.config.lease_ttl
+    }
+
+    fn spawn_study(&self, record: StudyRecord) -> Result<(), EngineError> {
+        let priority = record.spec.search.priority;
+        let actor = StudyActor::load(record, self.inner.storage.clone(), self.inner.config.lease_ttl)?;
+        let id = actor.id();
+        let (tx, rx) = mpsc::channel(STUDY_QUEUE);
+        let task = tokio::spawn(actor.run(rx, self.inner.config.tick));
+        write(&self.inner.studies).insert(id, StudyHandle { tx, priority });
+        lock(&self.inner.tasks).push(task);
+        Ok(())
+    }
+
+    fn handle(&self, id: StudyId) -> Option<StudyHandle> {
+        read(&self.inner.studies).get(&id).filter(|h| !h.tx.is_closed()).cloned()
+    }
+
+    async fn sync(&self) -> Result<(), EngineError> {
+        self.inner.durable.sync().await.map_err(EngineError::Internal)
+    }
+
+    /// Sends an event to a running study and awaits its answer.
+    async fn ask<T>(
+        &self,
+        id: StudyId,
+        make: impl FnOnce(oneshot::Sender<T>) -> Event,
+    ) -> Result<T, EngineError> {
+        let handle = self.handle(id).ok_or_else(|| self.not_running(id))?;
+        let (tx, rx) = oneshot::channel();
+        handle.tx.send(make(tx)).await.map_err(|_| self.not_running(id))?;
+        rx.await.map_err(|_| self.not_running(id))
+    }
+
+    fn not_running(&self, id: StudyId) -> EngineError {
+        match self.inner.storage.study(id) {
+            Ok(Some(s)) if s.state != StudyState::Running => {
+                EngineError::FailedPrecondition(format!("study {id} has already ended ({})", s.state))
+            }
+            Ok(Some(_)) => EngineError::Unavailable,
+            Ok(None) => EngineError::NotFound(format!("study {id} not found")),
+            Err(e) => e.into(),
+        }
+    }
+
+    // ----- clients -----
+
+    /// Validates, stores and starts a study.
+    pub async fn submit(&self, study_toml: &str, source_name: &str) -> Result<StudyId, EngineError> {
+        let source = if source_name.is_empty() { "study" } else { source_name };
+        let spec = StudySpec::parse(study_toml, source).map_err(|e| EngineError::InvalidArgument(e.to_string()))?;
+        // Seeds are kept so a study can be reproduced: pick one if none given.
+        let seed = spec.seed.unwrap_or_else(|| rand::random::<u32>() as u64);
+        let record = self
+            .inner
+            .storage
+            .create_study(spec, study_toml.to_string(), seed, now_ms())?;
+        self.sync().await?;
+        let id = record.id;
+        tracing::info!(study = %id, name = %record.spec.name, seed, "study submitted");
+        self.spawn_study(record)?;
+        Ok(id)
+    }
+
+    pub async fn cancel(&self, id: StudyId) -> Result<StudyInfo, EngineError> {
+        self.ask(id, |reply| Event::Cancel { reply }).await??;
+        self.sync().await?;
+        self.study_info(id)
+    }
+
+    pub fn study_info(&self, id: StudyId) -> Result<StudyInfo, EngineError> {
+        let record = self
+            .inner
+            .storage
+            .study(id)?
+            .ok_or_else(|| EngineError::NotFound(format!("study {id} not found")))?;
+        let trials = self.inner.storage.trials(id)?;
+        Ok(summarize(&record, &trials))
+    }
+
+    pub fn list_studies(&self) -> Result<Vec<StudyInfo>, EngineError> {
+        let storage = &self.inner.storage;
+        storage
+            .studies()?
+            .iter()
+            .map(|r| Ok(summarize(r, &storage.trials(r.id)?)))
+            .collect()
+    }
+
+    pub fn list_trials(&self, id: StudyId, with_metrics: bool) -> Result<Vec<TrialInfo>, EngineError> {
+        let storage = &self.inner.storage;
+        if storage.study(id)?.is_none() {
+            return Err(EngineError::NotFound(format!("study {id} not found")));
+        }
+        storage
+            .trials(id)?
+            .iter()
+            .map(|t| {
+                let mut info = trial_info(t);
+                if with_metrics {
+                    info.metrics = storage.metrics(t.id)?;
+                }
+                Ok(info)
+            })
+            .collect()
+    }
+
+    // ----- workers -----
+
+    /// Records a worker and returns the trials the coordinator believes it
+    /// runs, so a worker that reconnects after a restart keeps them.
+    pub fn register(&self, worker: &WorkerId, slots: Vec<String>) -> Result<Vec<TrialId>, EngineError> {
+        if slots.is_empty() {
+            return Err(EngineError::InvalidArgument("a worker needs at least one slot".into()));
+        }
+        lock(&self.inner.workers).insert(
+            worker.clone(),
+            WorkerEntry {
+                slots,
+                last_seen_ms: now_ms(),
+            },
+        );
+        let mut running = Vec::new();
+        let ids: Vec<StudyId> = read(&self.inner.studies).keys().copied().collect();
+        for id in ids {
+            for t in self.inner.storage.trials(id)? {
+                if t.state == TrialState::Running && t.worker.as_ref() == Some(worker) {
+                    running.push(t.id);
+                }
+            }
+        }
+        tracing::info!(worker = %worker, running = running.len(), "worker registered");
+        Ok(running)
+    }
+
+    pub fn is_known(&self, worker: &WorkerId) -> bool {
+        let mut workers = lock(&self.inner.workers);
+        match workers.get_mut(worker) {
+            Some(w) => {
+                w.last_seen_ms = now_ms();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Number of slots of registered workers (for status displays).
+    pub fn worker_slots(&self) -> usize {
+        lock(&self.inner.workers).values().map(|w| w.slots.len()).sum()
+    }
+
+    /// A trial for one free slot, from the studies in priority order and
+    /// round-robin among equals, or None when no study has one now.
+    pub async fn acquire(&self, worker: &WorkerId) -> Result<Option<Assignment>, EngineError> {
+        let mut handles: Vec<(StudyId, StudyHandle)> = read(&self.inner.studies)
+            .iter()
+            .filter(|(_, h)| !h.tx.is_closed())
+            .map(|(id, h)| (*id, h.clone()))
+            .collect();
+        if handles.is_empty() {
+            return Ok(None);
+        }
+        let start = self.inner.cursor.fetch_add(1, Ordering::Relaxed) % handles.len();
+        handles.rotate_left(start);
+        // Stable: equal priorities keep their rotated (round-robin) order.
+        handles.sort_by_key(|(_, h)| std::cmp::Reverse(h.priority));
+        for (id, _) in handles {
+            let worker = worker.clone();
+            match self.ask(id, |reply| Event::Acquire { worker, reply }).await {
+                Ok(Ok(Some(a))) => {
+                    self.sync().await?;
+                    return Ok(Some(a));
+                }
+                Ok(Ok(None)) => {}
+                Ok(Err(e)) => return Err(e),
+                // The study ended between listing and asking.
+                Err(_) => {}
+            }
+        }
+        self.prune();
+        Ok(None)
+    }
+
+    /// Forgets the handles of studies whose task has ended.
+    fn prune(&self) {
+        write(&self.inner.studies).retain(|_, h| !h.tx.is_closed());
+    }
+
+    pub async fn heartbeat(&self, worker: &WorkerId, trials: Vec<TrialId>) -> Result<Vec<TrialId>, EngineError> {
+        let mut by_study: BTreeMap<StudyId, Vec<u32>> = BTreeMap::new();
+        for t in trials {
+            by_study.entry(t.study).or_default().push(t.number);
+        }
+        let mut stop = Vec::new();
+        for (study, numbers) in by_study {
+            let worker = worker.clone();
+            let all = numbers.clone();
+            match self.ask(study, |reply| Event::Heartbeat { worker, numbers, reply }).await {
+                Ok(s) => stop.extend(s.into_iter().map(|number| TrialId { study, number })),
+                // The study is gone: nothing of it should run.
+                Err(_) => stop.extend(all.into_iter().map(|number| TrialId { study, number })),
+            }
+        }
+        Ok(stop)
+    }
+
+    pub async fn report(
+        &self,
+        worker: &WorkerId,
+        trial: TrialId,
+        attempt: u32,
+        step: u32,
+        values: MetricValues,
+    ) -> Result<Decision, EngineError> {
+        let worker = worker.clone();
+        let decision = self
+            .ask(trial.study, |reply| Event::Report {
+                worker,
+                number: trial.number,
+                attempt,
+                step,
+                values,
+                reply,
+            })
+            .await
+            .map_err(|e| self.ended_trial(trial, e))??;
+        self.sync().await?;
+        Ok(decision)
+    }
+
+    pub async fn finish(
+        &self,
+        worker: &WorkerId,
+        trial: TrialId,
+        attempt: u32,
+        outcome: Outcome,
+    ) -> Result<TrialState, EngineError> {
+        let w = worker.clone();
+        let result = self
+            .ask(trial.study, |reply| Event::Finish {
+                worker: w,
+                number: trial.number,
+                attempt,
+                outcome,
+                reply,
+            })
+            .await;
+        let state = match result {
+            Ok(r) => r?,
+            Err(e) => {
+                // The study has ended: a finish that repeats what is stored is
+                // answered; anything else is refused.
+                match self.inner.storage.trial(trial)? {
+                    Some(t) if t.state.is_terminal() && t.worker.as_ref() == Some(worker) && t.attempt == attempt => {
+                        return Ok(t.state);
+                    }
+                    _ => return Err(self.ended_trial(trial, e)),
+                }
+            }
+        };
+        self.sync().await?;
+        Ok(state)
+    }
+
+    /// A precise error for a call about a trial of a study that is not running.
+    fn ended_trial(&self, trial: TrialId, e: EngineError) -> EngineError {
+        match self.inner.storage.trial(trial) {
+            Ok(None) if matches!(e, EngineError::FailedPrecondition(_)) => {
+                EngineError::NotFound(format!("trial {trial} not found"))
+            }
+            Ok(Some(t)) if t.state.is_terminal() => {
+                EngineError::FailedPrecondition(format!("trial {trial} has already ended ({})", t.state))
+            }
+            _ => e,
+        }
+    }
+
+    /// Stops every study task and the flusher, and flushes storage. Studies
+    /// stay "running" in storage and resume at the next start.
+    pub async fn shutdown(&self) {
+        write(&self.inner.studies).clear();
+        let tasks: Vec<JoinHandle<()>> = lock(&self.inner.tasks).drain(..).collect();
+        // The flusher is first; it ends when the last Durable is dropped, which
+        // happens with the engine, so do not wait on it here.
+        for t in tasks.into_iter().skip(1) {
+            let _ = t.await;
+        }
+        if let Err(e) = self.inner.storage.flush() {
+            tracing::error!(error = %e, "final flush failed");
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn read<T>(m: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    m.read().unwrap_or_else(|e| e.into_inner())
+}
+
+fn write<T>(m: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    m.write().unwrap_or_else(|e| e.into_inner())
+}
+
+pub fn trial_info(t: &TrialRecord) -> TrialInfo {
+    TrialInfo {
+        id: t.id,
+        state: t.state,
+        params: t.params.clone(),
+        value: t.value,
+        last_step: t.last_step,
+        attempt: t.attempt,
+        worker: t.worker.clone(),
+        reason: t.reason.clone(),
+        started_at_ms: t.started_at_ms,
+        ended_at_ms: t.ended_at_ms,
+        metrics: Vec::new(),
+    }
+}
+
+/// A study's counts and best completed trial.
+pub fn summarize(record: &StudyRecord, trials: &[TrialRecord]) -> StudyInfo {
+    let dir = record.spec.objective.direction;
+    let mut counts = TrialCounts::default();
+    let mut best: Option<&TrialRecord> = None;
+    for t in trials {
+        counts.add(t.state);
+        if t.state == TrialState::Completed {
+            if let Some(v) = t.value {
+                if best.and_then(|b| b.value).is_none_or(|b| dir.better(v, b)) {
+                    best = Some(t);
+                }
+            }
+        }
+    }
+    StudyInfo {
+        id: record.id,
+        name: record.spec.name.clone(),
+        state: record.state,
+        end_reason: record.end_reason.clone(),
+        metric: record.spec.objective.metric.clone(),
+        direction: dir,
+        max_trials: record.spec.search.max_trials,
+        counts,
+        best: best.map(trial_info),
+        created_at_ms: record.created_at_ms,
+        ended_at_ms: record.ended_at_ms,
+        study_toml: record.study_toml.clone(),
+    }
+}

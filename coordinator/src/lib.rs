@@ -1,0 +1,85 @@
+//! hpo's coordinator: owns studies, samples configurations, leases trials to
+//! workers, decides continue/stop on every report, and stores everything.
+//!
+//! `run` serves the gRPC services on a listener the caller bound (port 0 in
+//! tests) until `shutdown` resolves.
+
+pub mod engine;
+pub mod sampler;
+pub mod service;
+pub mod space;
+pub mod storage;
+
+use engine::{Engine, EngineConfig};
+use hpo_proto::pb::study_service_server::StudyServiceServer;
+use hpo_proto::pb::worker_service_server::WorkerServiceServer;
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use storage::{MemoryStorage, SledStorage, Storage};
+use tokio::net::TcpListener;
+
+#[derive(Debug, Clone, Default)]
+pub struct Config {
+    /// Where sled keeps the records; None keeps them in memory (tests).
+    pub data_dir: Option<PathBuf>,
+    pub engine: EngineConfig,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Storage(#[from] storage::StorageError),
+    #[error(transparent)]
+    Engine(#[from] engine::EngineError),
+    #[error("grpc server: {0}")]
+    Serve(#[from] tonic::transport::Error),
+    #[error("listener: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Opens the configured storage.
+pub fn open_storage(config: &Config) -> Result<Arc<dyn Storage>, Error> {
+    Ok(match &config.data_dir {
+        Some(dir) => Arc::new(SledStorage::open(dir)?),
+        None => Arc::new(MemoryStorage::new()),
+    })
+}
+
+/// Serves the coordinator on `listener` until `shutdown` resolves, then stops
+/// the study tasks and flushes storage.
+pub async fn run(
+    listener: TcpListener,
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), Error> {
+    let engine = Engine::start(open_storage(&config)?, config.engine.clone())?;
+    serve(listener, engine, shutdown).await
+}
+
+/// Serves an already started engine (the embedded `hpo run` keeps a handle).
+pub async fn serve(
+    listener: TcpListener,
+    engine: Engine,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), Error> {
+    let addr = listener.local_addr()?;
+    let (health_reporter, health) = tonic_health::server::health_reporter();
+    health_reporter
+        .set_serving::<StudyServiceServer<service::StudyService>>()
+        .await;
+    health_reporter
+        .set_serving::<WorkerServiceServer<service::WorkerService>>()
+        .await;
+    tracing::info!(%addr, "coordinator listening");
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    let result = tonic::transport::Server::builder()
+        .add_service(health)
+        .add_service(StudyServiceServer::new(service::StudyService::new(engine.clone())))
+        .add_service(WorkerServiceServer::new(service::WorkerService::new(engine.clone())))
+        .serve_with_incoming_shutdown(incoming, shutdown)
+        .await;
+    engine.shutdown().await;
+    tracing::info!("coordinator stopped");
+    Ok(result?)
+}

@@ -1,0 +1,48 @@
+//! The `Sampler` seam. Samplers run only in the coordinator, inside the one
+//! task that owns a study, so two workers can never be handed the same grid
+//! point and a seeded study proposes the same sequence wherever it runs.
+
+mod grid;
+mod random;
+
+pub use grid::GridSampler;
+pub use random::RandomSampler;
+
+use hpo_proto::study::{Algorithm, StudySpec};
+use hpo_proto::{Params, TrialState};
+
+/// A finished or running trial as samplers see it.
+#[derive(Debug, Clone)]
+pub struct TrialView {
+    pub number: u32,
+    pub params: Params,
+    pub state: TrialState,
+    pub value: Option<f64>,
+}
+
+pub trait Sampler: Send {
+    /// The configuration for trial `number`, given every trial so far
+    /// (running ones included, so a model-based sampler can avoid piling onto
+    /// configurations still being evaluated). None when the space is spent.
+    fn propose(&mut self, number: u32, history: &[TrialView]) -> Option<Params>;
+}
+
+/// The sampler a study file asks for.
+pub fn for_study(spec: &StudySpec, seed: u64) -> Box<dyn Sampler> {
+    match spec.search.algorithm {
+        Algorithm::Grid => Box::new(GridSampler::new(spec)),
+        Algorithm::Random => Box::new(RandomSampler::new(spec, seed)),
+    }
+}
+
+/// A 64-bit mix of two values (splitmix64's finaliser): per-trial seeds that
+/// differ in every bit for neighbouring trial numbers.
+pub fn mix(a: u64, b: u64) -> u64 {
+    let mut z = a ^ b.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+#[cfg(test)]
+mod conformance;

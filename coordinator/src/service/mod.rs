@@ -1,0 +1,34 @@
+//! gRPC handlers: convert the wire request to domain values, call the engine,
+//! convert the answer back. Errors become status codes in `status` alone.
+
+mod study;
+mod worker;
+
+pub use study::StudyService;
+pub use worker::WorkerService;
+
+use crate::engine::EngineError;
+use crate::storage::StorageError;
+use hpo_proto::ConvertError;
+use tonic::Status;
+
+/// The one place where errors become gRPC status codes.
+pub fn status(e: EngineError) -> Status {
+    match e {
+        EngineError::InvalidArgument(m) => Status::invalid_argument(m),
+        EngineError::NotFound(m) => Status::not_found(m),
+        EngineError::FailedPrecondition(m) => Status::failed_precondition(m),
+        EngineError::Unavailable => Status::unavailable(e.to_string()),
+        EngineError::Internal(m) => Status::internal(m),
+        EngineError::Storage(StorageError::NotFound(m)) => Status::not_found(format!("{m} not found")),
+        EngineError::Storage(StorageError::Conflict(m)) => Status::failed_precondition(m),
+        EngineError::Storage(e @ (StorageError::Backend(_) | StorageError::Corrupt(_))) => {
+            tracing::error!(error = %e, "storage error");
+            Status::internal(e.to_string())
+        }
+    }
+}
+
+pub fn bad_request(e: ConvertError) -> Status {
+    Status::invalid_argument(e.to_string())
+}

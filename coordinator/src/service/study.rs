@@ -1,0 +1,75 @@
+use super::status;
+use crate::engine::Engine;
+use hpo_proto::StudyId;
+use hpo_proto::pb::{self, study_service_server::StudyService as Api};
+use tonic::{Request, Response, Status};
+
+pub struct StudyService {
+    engine: Engine,
+}
+
+impl StudyService {
+    pub fn new(engine: Engine) -> Self {
+        StudyService { engine }
+    }
+}
+
+#[tonic::async_trait]
+impl Api for StudyService {
+    async fn submit_study(
+        &self,
+        req: Request<pb::SubmitStudyRequest>,
+    ) -> Result<Response<pb::SubmitStudyResponse>, Status> {
+        let req = req.into_inner();
+        let id = self
+            .engine
+            .submit(&req.study_toml, &req.source_name)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(pb::SubmitStudyResponse { study_id: id.0 }))
+    }
+
+    async fn get_study(&self, req: Request<pb::GetStudyRequest>) -> Result<Response<pb::StudySummary>, Status> {
+        let info = self
+            .engine
+            .study_info(StudyId(req.into_inner().study_id))
+            .map_err(status)?;
+        Ok(Response::new((&info).into()))
+    }
+
+    async fn list_studies(
+        &self,
+        _req: Request<pb::ListStudiesRequest>,
+    ) -> Result<Response<pb::ListStudiesResponse>, Status> {
+        let studies = self.engine.list_studies().map_err(status)?;
+        Ok(Response::new(pb::ListStudiesResponse {
+            studies: studies.iter().map(Into::into).collect(),
+        }))
+    }
+
+    async fn list_trials(
+        &self,
+        req: Request<pb::ListTrialsRequest>,
+    ) -> Result<Response<pb::ListTrialsResponse>, Status> {
+        let req = req.into_inner();
+        let trials = self
+            .engine
+            .list_trials(StudyId(req.study_id), req.with_metrics)
+            .map_err(status)?;
+        Ok(Response::new(pb::ListTrialsResponse {
+            trials: trials.iter().map(Into::into).collect(),
+        }))
+    }
+
+    async fn cancel_study(
+        &self,
+        req: Request<pb::CancelStudyRequest>,
+    ) -> Result<Response<pb::StudySummary>, Status> {
+        let info = self
+            .engine
+            .cancel(StudyId(req.into_inner().study_id))
+            .await
+            .map_err(status)?;
+        Ok(Response::new((&info).into()))
+    }
+}

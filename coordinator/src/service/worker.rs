@@ -1,0 +1,105 @@
+use super::{bad_request, status};
+use crate::engine::Engine;
+use hpo_proto::convert::{self, trial_ref, worker_id};
+use hpo_proto::pb::{self, worker_service_server::WorkerService as Api};
+use hpo_proto::{PROTOCOL_VERSION, TrialId};
+use tonic::{Request, Response, Status};
+
+pub struct WorkerService {
+    engine: Engine,
+}
+
+impl WorkerService {
+    pub fn new(engine: Engine) -> Self {
+        WorkerService { engine }
+    }
+}
+
+#[tonic::async_trait]
+impl Api for WorkerService {
+    async fn register(&self, req: Request<pb::RegisterRequest>) -> Result<Response<pb::RegisterResponse>, Status> {
+        let req = req.into_inner();
+        if req.protocol_version != PROTOCOL_VERSION {
+            return Err(Status::failed_precondition(format!(
+                "worker speaks protocol version {}, this coordinator speaks {PROTOCOL_VERSION}: run the same hpo release on both",
+                req.protocol_version
+            )));
+        }
+        let worker = worker_id(req.worker_id).map_err(bad_request)?;
+        let running = self.engine.register(&worker, req.slots).map_err(status)?;
+        let ttl = self.engine.lease_ttl();
+        Ok(Response::new(pb::RegisterResponse {
+            lease_ttl_ms: ttl.as_millis() as u64,
+            // Three heartbeats per lease: one lost packet does not cost a trial.
+            heartbeat_interval_ms: (ttl.as_millis() / 3).max(1) as u64,
+            running: running.into_iter().map(Into::into).collect(),
+        }))
+    }
+
+    async fn acquire_trial(
+        &self,
+        req: Request<pb::AcquireTrialRequest>,
+    ) -> Result<Response<pb::AcquireTrialResponse>, Status> {
+        let req = req.into_inner();
+        let worker = worker_id(req.worker_id).map_err(bad_request)?;
+        let trial = self.engine.acquire(&worker).await.map_err(status)?;
+        Ok(Response::new(pb::AcquireTrialResponse {
+            trial: trial.as_ref().map(Into::into),
+        }))
+    }
+
+    async fn heartbeat(&self, req: Request<pb::HeartbeatRequest>) -> Result<Response<pb::HeartbeatResponse>, Status> {
+        let req = req.into_inner();
+        let worker = worker_id(req.worker_id).map_err(bad_request)?;
+        let known = self.engine.is_known(&worker);
+        let trials: Vec<TrialId> = req.trials.into_iter().map(Into::into).collect();
+        let stop = self.engine.heartbeat(&worker, trials).await.map_err(status)?;
+        Ok(Response::new(pb::HeartbeatResponse {
+            stop: stop.into_iter().map(Into::into).collect(),
+            known,
+        }))
+    }
+
+    async fn report_metrics(
+        &self,
+        req: Request<pb::ReportMetricsRequest>,
+    ) -> Result<Response<pb::ReportMetricsResponse>, Status> {
+        let req = req.into_inner();
+        let worker = worker_id(req.worker_id).map_err(bad_request)?;
+        let trial = trial_ref(req.trial).map_err(bad_request)?;
+        let values = convert::metric_values(req.values).map_err(bad_request)?;
+        if req.attempt == 0 {
+            return Err(bad_request(hpo_proto::ConvertError::Missing("attempt")));
+        }
+        let decision = self
+            .engine
+            .report(&worker, trial, req.attempt, req.step, values)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(pb::ReportMetricsResponse {
+            decision: pb::Decision::from(decision) as i32,
+            reason: String::new(),
+        }))
+    }
+
+    async fn finish_trial(
+        &self,
+        req: Request<pb::FinishTrialRequest>,
+    ) -> Result<Response<pb::FinishTrialResponse>, Status> {
+        let req = req.into_inner();
+        let worker = worker_id(req.worker_id).map_err(bad_request)?;
+        let trial = trial_ref(req.trial).map_err(bad_request)?;
+        let outcome = convert::outcome(req.outcome, req.reason).map_err(bad_request)?;
+        if req.attempt == 0 {
+            return Err(bad_request(hpo_proto::ConvertError::Missing("attempt")));
+        }
+        let state = self
+            .engine
+            .finish(&worker, trial, req.attempt, outcome)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(pb::FinishTrialResponse {
+            state: pb::TrialState::from(state) as i32,
+        }))
+    }
+}

@@ -1,0 +1,242 @@
+//! One suite, every backend: each test below runs against the in-memory and
+//! the sled storage, so they cannot drift apart.
+#![allow(clippy::unwrap_used)]
+
+use super::*;
+use hpo_proto::ParamValue;
+
+fn spec() -> StudySpec {
+    StudySpec::parse(
+        r#"
+name = "conformance"
+[objective]
+metric = "loss"
+direction = "minimize"
+[search]
+algorithm = "random"
+max_trials = 10
+[trainer]
+kind = "simulated"
+epochs = 3
+[params]
+x = { type = "float", low = 0.0, high = 1.0 }
+"#,
+        "conformance.toml",
+    )
+    .unwrap()
+}
+
+fn params(x: f64) -> Params {
+    [("x".to_string(), ParamValue::Float(x))].into_iter().collect()
+}
+
+fn w(name: &str) -> WorkerId {
+    WorkerId(name.into())
+}
+
+fn values(loss: f64) -> MetricValues {
+    [("loss".to_string(), loss)].into_iter().collect()
+}
+
+pub fn studies_get_sequential_ids_and_end_once(s: &dyn Storage) {
+    let a = s.create_study(spec(), "toml a".into(), 1, 10).unwrap();
+    let b = s.create_study(spec(), "toml b".into(), 2, 11).unwrap();
+    assert!(b.id > a.id);
+    assert_eq!(s.study(a.id).unwrap().unwrap().study_toml, "toml a");
+    assert_eq!(s.studies().unwrap().len(), 2);
+    let ended = s.end_study(a.id, StudyState::Cancelled, "cancelled", 20).unwrap();
+    assert_eq!(ended.state, StudyState::Cancelled);
+    assert!(matches!(
+        s.end_study(a.id, StudyState::Completed, "max_trials", 21),
+        Err(StorageError::Conflict(_))
+    ));
+    assert_eq!(s.study(a.id).unwrap().unwrap().end_reason, "cancelled");
+    assert!(matches!(
+        s.end_study(StudyId(999), StudyState::Completed, "x", 1),
+        Err(StorageError::NotFound(_))
+    ));
+}
+
+pub fn trials_are_numbered_and_claimed_in_order(s: &dyn Storage) {
+    let st = s.create_study(spec(), String::new(), 1, 0).unwrap();
+    for i in 0..3 {
+        let t = s.create_trial(st.id, params(i as f64 / 10.0), 5).unwrap();
+        assert_eq!(t.id.number, i);
+        assert_eq!(t.state, TrialState::Waiting);
+    }
+    let c = s.claim_trial(st.id, &w("w1"), 6).unwrap().unwrap();
+    assert_eq!((c.id.number, c.attempt, c.state), (0, 1, TrialState::Running));
+    assert_eq!(c.worker, Some(w("w1")));
+    let c = s.claim_trial(st.id, &w("w2"), 6).unwrap().unwrap();
+    assert_eq!(c.id.number, 1);
+    let c = s.claim_trial(st.id, &w("w1"), 6).unwrap().unwrap();
+    assert_eq!(c.id.number, 2);
+    assert!(s.claim_trial(st.id, &w("w1"), 6).unwrap().is_none());
+    assert!(matches!(s.create_trial(StudyId(999), params(0.0), 1), Err(StorageError::NotFound(_))));
+}
+
+pub fn claims_from_many_threads_never_collide(s: &dyn Storage) {
+    let st = s.create_study(spec(), String::new(), 1, 0).unwrap();
+    for i in 0..200 {
+        s.create_trial(st.id, params(i as f64), 0).unwrap();
+    }
+    let claimed = std::sync::Mutex::new(Vec::new());
+    std::thread::scope(|scope| {
+        for k in 0..8 {
+            let claimed = &claimed;
+            scope.spawn(move || {
+                let worker = w(&format!("w{k}"));
+                while let Some(t) = s.claim_trial(st.id, &worker, 1).unwrap() {
+                    claimed.lock().unwrap().push(t.id.number);
+                }
+            });
+        }
+    });
+    let mut got = claimed.into_inner().unwrap();
+    got.sort_unstable();
+    assert_eq!(got, (0..200).collect::<Vec<u32>>());
+}
+
+pub fn metrics_are_idempotent_per_attempt_and_step(s: &dyn Storage) {
+    let st = s.create_study(spec(), String::new(), 1, 0).unwrap();
+    let t = s.create_trial(st.id, params(0.5), 0).unwrap();
+    // Not running yet.
+    assert!(matches!(s.append_metrics(t.id, 1, 1, &values(1.0)), Err(StorageError::Conflict(_))));
+    s.claim_trial(st.id, &w("w"), 1).unwrap();
+    assert!(s.append_metrics(t.id, 1, 1, &values(1.0)).unwrap());
+    assert!(!s.append_metrics(t.id, 1, 1, &values(9.0)).unwrap());
+    assert!(s.append_metrics(t.id, 1, 2, &values(0.5)).unwrap());
+    // A stale attempt is refused.
+    assert!(matches!(s.append_metrics(t.id, 2, 3, &values(0.1)), Err(StorageError::Conflict(_))));
+    let m = s.metrics(t.id).unwrap();
+    assert_eq!(m.len(), 2);
+    assert_eq!(m[0].values["loss"], 1.0, "the first report of a step is kept");
+    assert_eq!(s.trial(t.id).unwrap().unwrap().last_step, Some(2));
+}
+
+pub fn requeue_keeps_history_and_counts_lost_leases(s: &dyn Storage) {
+    let st = s.create_study(spec(), String::new(), 1, 0).unwrap();
+    let t = s.create_trial(st.id, params(0.5), 0).unwrap();
+    s.claim_trial(st.id, &w("a"), 1).unwrap();
+    s.append_metrics(t.id, 1, 1, &values(1.0)).unwrap();
+    let r = s.requeue_trial(t.id, Requeue::LeaseLost, "worker a vanished").unwrap();
+    assert_eq!((r.state, r.lost_leases, r.attempt), (TrialState::Waiting, 1, 1));
+    assert!(matches!(s.requeue_trial(t.id, Requeue::LeaseLost, "again"), Err(StorageError::Conflict(_))));
+    let c = s.claim_trial(st.id, &w("b"), 2).unwrap().unwrap();
+    assert_eq!((c.attempt, c.last_step), (2, None));
+    s.append_metrics(t.id, 2, 1, &values(0.9)).unwrap();
+    let r = s.requeue_trial(t.id, Requeue::Interrupted, "worker b shut down").unwrap();
+    assert_eq!(r.lost_leases, 1, "an interruption is not a lost lease");
+    assert_eq!(s.metrics(t.id).unwrap().len(), 2, "both attempts' metrics are kept");
+}
+
+pub fn finish_refuses_terminal_trials(s: &dyn Storage) {
+    let st = s.create_study(spec(), String::new(), 1, 0).unwrap();
+    let t = s.create_trial(st.id, params(0.5), 0).unwrap();
+    s.claim_trial(st.id, &w("a"), 1).unwrap();
+    let f = s.finish_trial(t.id, TrialState::Completed, Some(0.25), "", 9).unwrap();
+    assert_eq!((f.state, f.value, f.ended_at_ms), (TrialState::Completed, Some(0.25), 9));
+    assert!(matches!(
+        s.finish_trial(t.id, TrialState::Failed, None, "late", 10),
+        Err(StorageError::Conflict(_))
+    ));
+    assert!(matches!(s.append_metrics(t.id, 1, 2, &values(0.1)), Err(StorageError::Conflict(_))));
+    let again = s.trial(t.id).unwrap().unwrap();
+    assert_eq!((again.state, again.value), (TrialState::Completed, Some(0.25)));
+    assert!(matches!(
+        s.finish_trial(t.id, TrialState::Running, None, "", 1),
+        Err(StorageError::Conflict(_))
+    ));
+    // A waiting trial can be cancelled without ever running.
+    let t2 = s.create_trial(st.id, params(0.1), 0).unwrap();
+    s.finish_trial(t2.id, TrialState::Cancelled, None, "cancelled", 3).unwrap();
+    assert!(s.claim_trial(st.id, &w("a"), 4).unwrap().is_none());
+    assert!(matches!(
+        s.finish_trial(TrialId { study: st.id, number: 77 }, TrialState::Failed, None, "", 1),
+        Err(StorageError::NotFound(_))
+    ));
+}
+
+pub fn studies_are_isolated(s: &dyn Storage) {
+    let a = s.create_study(spec(), String::new(), 1, 0).unwrap();
+    let b = s.create_study(spec(), String::new(), 1, 0).unwrap();
+    s.create_trial(a.id, params(0.1), 0).unwrap();
+    s.create_trial(b.id, params(0.2), 0).unwrap();
+    s.create_trial(b.id, params(0.3), 0).unwrap();
+    assert_eq!(s.trials(a.id).unwrap().len(), 1);
+    assert_eq!(s.trials(b.id).unwrap().len(), 2);
+    let c = s.claim_trial(a.id, &w("w"), 0).unwrap().unwrap();
+    assert_eq!(c.id.study, a.id);
+    assert!(s.claim_trial(a.id, &w("w"), 0).unwrap().is_none());
+}
+
+macro_rules! suite {
+    ($backend:ident, $make:expr) => {
+        mod $backend {
+            use super::*;
+            #[test]
+            fn studies() {
+                let (s, _keep) = $make;
+                studies_get_sequential_ids_and_end_once(&s);
+            }
+            #[test]
+            fn trials() {
+                let (s, _keep) = $make;
+                trials_are_numbered_and_claimed_in_order(&s);
+            }
+            #[test]
+            fn concurrent_claims() {
+                let (s, _keep) = $make;
+                claims_from_many_threads_never_collide(&s);
+            }
+            #[test]
+            fn metrics() {
+                let (s, _keep) = $make;
+                metrics_are_idempotent_per_attempt_and_step(&s);
+            }
+            #[test]
+            fn requeue() {
+                let (s, _keep) = $make;
+                requeue_keeps_history_and_counts_lost_leases(&s);
+            }
+            #[test]
+            fn finish() {
+                let (s, _keep) = $make;
+                finish_refuses_terminal_trials(&s);
+            }
+            #[test]
+            fn isolation() {
+                let (s, _keep) = $make;
+                studies_are_isolated(&s);
+            }
+        }
+    };
+}
+
+suite!(memory, (MemoryStorage::new(), ()));
+suite!(sled, {
+    let dir = tempfile::tempdir().unwrap();
+    (SledStorage::open(dir.path()).unwrap(), dir)
+});
+
+#[test]
+fn sled_keeps_everything_across_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let (study, trial) = {
+        let s = SledStorage::open(dir.path()).unwrap();
+        let st = s.create_study(spec(), "kept".into(), 3, 0).unwrap();
+        let t = s.create_trial(st.id, params(0.5), 0).unwrap();
+        s.create_trial(st.id, params(0.6), 0).unwrap();
+        s.claim_trial(st.id, &w("a"), 1).unwrap();
+        s.append_metrics(t.id, 1, 1, &values(0.7)).unwrap();
+        s.flush().unwrap();
+        (st.id, t.id)
+    };
+    let s = SledStorage::open(dir.path()).unwrap();
+    assert_eq!(s.study(study).unwrap().unwrap().seed, 3);
+    assert_eq!(s.trial(trial).unwrap().unwrap().state, TrialState::Running);
+    assert_eq!(s.metrics(trial).unwrap()[0].values["loss"], 0.7);
+    // The waiting index was rebuilt: trial 1 is still claimable.
+    assert_eq!(s.claim_trial(study, &w("b"), 2).unwrap().unwrap().id.number, 1);
+    assert_eq!(s.create_study(spec(), String::new(), 1, 0).unwrap().id.0, study.0 + 1);
+}

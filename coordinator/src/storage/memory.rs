@@ -1,0 +1,168 @@
+//! An in-memory backend: the reference for the conformance suite and the
+//! store for throwaway studies. One mutex makes every verb atomic.
+
+use super::rules;
+use super::*;
+use std::collections::BTreeMap;
+use std::sync::{Mutex, MutexGuard};
+
+#[derive(Default)]
+pub struct MemoryStorage {
+    inner: Mutex<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    next_study: u64,
+    studies: BTreeMap<StudyId, StudyRecord>,
+    trials: BTreeMap<TrialId, TrialRecord>,
+    metrics: BTreeMap<(TrialId, u32, u32), MetricValues>,
+}
+
+impl MemoryStorage {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding the lock cannot leave a half-applied verb:
+        // each verb mutates only after all its checks pass.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+fn trial_mut<'a>(inner: &'a mut Inner, id: TrialId) -> Result<&'a mut TrialRecord> {
+    inner
+        .trials
+        .get_mut(&id)
+        .ok_or_else(|| StorageError::NotFound(format!("trial {id}")))
+}
+
+impl Storage for MemoryStorage {
+    fn create_study(&self, spec: StudySpec, study_toml: String, seed: u64, now_ms: i64) -> Result<StudyRecord> {
+        let mut inner = self.lock();
+        inner.next_study += 1;
+        let id = StudyId(inner.next_study);
+        let record = StudyRecord {
+            schema: SCHEMA_VERSION,
+            id,
+            spec,
+            study_toml,
+            seed,
+            state: StudyState::Running,
+            end_reason: String::new(),
+            created_at_ms: now_ms,
+            ended_at_ms: 0,
+        };
+        inner.studies.insert(id, record.clone());
+        Ok(record)
+    }
+
+    fn study(&self, id: StudyId) -> Result<Option<StudyRecord>> {
+        Ok(self.lock().studies.get(&id).cloned())
+    }
+
+    fn studies(&self) -> Result<Vec<StudyRecord>> {
+        Ok(self.lock().studies.values().cloned().collect())
+    }
+
+    fn end_study(&self, id: StudyId, state: StudyState, reason: &str, now_ms: i64) -> Result<StudyRecord> {
+        let mut inner = self.lock();
+        let s = inner
+            .studies
+            .get_mut(&id)
+            .ok_or_else(|| StorageError::NotFound(format!("study {id}")))?;
+        rules::check_end_study(s, state)?;
+        s.state = state;
+        s.end_reason = reason.to_string();
+        s.ended_at_ms = now_ms;
+        Ok(s.clone())
+    }
+
+    fn create_trial(&self, study: StudyId, params: Params, now_ms: i64) -> Result<TrialRecord> {
+        let mut inner = self.lock();
+        if !inner.studies.contains_key(&study) {
+            return Err(StorageError::NotFound(format!("study {study}")));
+        }
+        let number = inner
+            .trials
+            .range(TrialId { study, number: 0 }..=TrialId { study, number: u32::MAX })
+            .next_back()
+            .map(|(id, _)| id.number + 1)
+            .unwrap_or(0);
+        let t = rules::new_trial(study, number, params, now_ms);
+        inner.trials.insert(t.id, t.clone());
+        Ok(t)
+    }
+
+    fn claim_trial(&self, study: StudyId, worker: &WorkerId, now_ms: i64) -> Result<Option<TrialRecord>> {
+        let mut inner = self.lock();
+        let found = inner
+            .trials
+            .range_mut(TrialId { study, number: 0 }..=TrialId { study, number: u32::MAX })
+            .map(|(_, t)| t)
+            .find(|t| t.state == TrialState::Waiting);
+        Ok(found.map(|t| {
+            rules::apply_claim(t, worker, now_ms);
+            t.clone()
+        }))
+    }
+
+    fn trial(&self, id: TrialId) -> Result<Option<TrialRecord>> {
+        Ok(self.lock().trials.get(&id).cloned())
+    }
+
+    fn trials(&self, study: StudyId) -> Result<Vec<TrialRecord>> {
+        Ok(self
+            .lock()
+            .trials
+            .range(TrialId { study, number: 0 }..=TrialId { study, number: u32::MAX })
+            .map(|(_, t)| t.clone())
+            .collect())
+    }
+
+    fn append_metrics(&self, id: TrialId, attempt: u32, step: u32, values: &MetricValues) -> Result<bool> {
+        let mut inner = self.lock();
+        let t = trial_mut(&mut inner, id)?;
+        rules::check_append(t, attempt)?;
+        t.last_step = Some(t.last_step.map_or(step, |s| s.max(step)));
+        if inner.metrics.contains_key(&(id, attempt, step)) {
+            return Ok(false);
+        }
+        inner.metrics.insert((id, attempt, step), values.clone());
+        Ok(true)
+    }
+
+    fn metrics(&self, id: TrialId) -> Result<Vec<MetricPoint>> {
+        Ok(self
+            .lock()
+            .metrics
+            .range((id, 0, 0)..=(id, u32::MAX, u32::MAX))
+            .map(|((_, attempt, step), values)| MetricPoint {
+                attempt: *attempt,
+                step: *step,
+                values: values.clone(),
+            })
+            .collect())
+    }
+
+    fn requeue_trial(&self, id: TrialId, why: Requeue, reason: &str) -> Result<TrialRecord> {
+        let mut inner = self.lock();
+        let t = trial_mut(&mut inner, id)?;
+        rules::check_requeue(t)?;
+        rules::apply_requeue(t, why, reason);
+        Ok(t.clone())
+    }
+
+    fn finish_trial(&self, id: TrialId, state: TrialState, value: Option<f64>, reason: &str, now_ms: i64) -> Result<TrialRecord> {
+        let mut inner = self.lock();
+        let t = trial_mut(&mut inner, id)?;
+        rules::check_finish(t, state)?;
+        rules::apply_finish(t, state, value, reason, now_ms);
+        Ok(t.clone())
+    }
+
+    fn flush(&self) -> Result<()> {
+        Ok(())
+    }
+}

@@ -1,0 +1,244 @@
+//! The `Storage` seam: every study, trial and metric record, behind domain
+//! verbs whose atomicity is part of the contract.
+//!
+//! Verbs are synchronous: sled answers in microseconds, and the engine calls
+//! them from the one task that owns a study. Durability is separate: writes
+//! land in the backend at once and `flush` makes everything written so far
+//! survive a crash; the engine's group commit (`engine::durable`) calls it
+//! before any reply that acknowledges a write.
+
+mod memory;
+mod sled;
+
+pub use self::memory::MemoryStorage;
+pub use self::sled::SledStorage;
+
+use hpo_proto::study::StudySpec;
+use hpo_proto::{MetricPoint, MetricValues, Params, StudyId, StudyState, TrialId, TrialState, WorkerId};
+use serde::{Deserialize, Serialize};
+
+/// Version of the stored record layout; records carry it so a later release
+/// can migrate or refuse old data instead of misreading it.
+pub const SCHEMA_VERSION: u32 = 1;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("{0} not found")]
+    NotFound(String),
+    /// The verb does not apply to the record's current state.
+    #[error("{0}")]
+    Conflict(String),
+    #[error("storage: {0}")]
+    Backend(String),
+    #[error("stored record is unreadable: {0}")]
+    Corrupt(String),
+}
+
+pub type Result<T> = std::result::Result<T, StorageError>;
+
+/// A study as stored: the validated spec and what was decided at submit.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StudyRecord {
+    pub schema: u32,
+    pub id: StudyId,
+    pub spec: StudySpec,
+    /// The study file as submitted, kept for reproducibility.
+    pub study_toml: String,
+    /// The effective seed (the spec's, or one picked at submit).
+    pub seed: u64,
+    pub state: StudyState,
+    pub end_reason: String,
+    pub created_at_ms: i64,
+    pub ended_at_ms: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrialRecord {
+    pub schema: u32,
+    pub id: TrialId,
+    pub state: TrialState,
+    pub params: Params,
+    /// Times the trial was claimed by a worker (1 for the first run).
+    pub attempt: u32,
+    /// Times its worker vanished while running it (counts against retries).
+    pub lost_leases: u32,
+    /// The worker running it, or that ran it last.
+    pub worker: Option<WorkerId>,
+    pub value: Option<f64>,
+    pub last_step: Option<u32>,
+    pub reason: String,
+    pub created_at_ms: i64,
+    pub started_at_ms: i64,
+    pub ended_at_ms: i64,
+}
+
+/// How `requeue_trial` came about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Requeue {
+    /// The worker stopped heartbeating: counts against the retry budget.
+    LeaseLost,
+    /// The worker gave the trial back on its way out: does not count.
+    Interrupted,
+}
+
+pub trait Storage: Send + Sync + 'static {
+    /// Stores a new study in state running and returns it with its new id.
+    fn create_study(
+        &self,
+        spec: StudySpec,
+        study_toml: String,
+        seed: u64,
+        now_ms: i64,
+    ) -> Result<StudyRecord>;
+
+    fn study(&self, id: StudyId) -> Result<Option<StudyRecord>>;
+
+    /// All studies, oldest first.
+    fn studies(&self) -> Result<Vec<StudyRecord>>;
+
+    /// Running -> completed or cancelled. Refuses a study that already ended.
+    fn end_study(&self, id: StudyId, state: StudyState, reason: &str, now_ms: i64) -> Result<StudyRecord>;
+
+    /// Adds a waiting trial numbered one past the study's highest.
+    fn create_trial(&self, study: StudyId, params: Params, now_ms: i64) -> Result<TrialRecord>;
+
+    /// Atomically moves the study's lowest-numbered waiting trial to running
+    /// for `worker`, incrementing its attempt. Two concurrent callers never get
+    /// the same trial. None when nothing waits.
+    fn claim_trial(&self, study: StudyId, worker: &WorkerId, now_ms: i64) -> Result<Option<TrialRecord>>;
+
+    fn trial(&self, id: TrialId) -> Result<Option<TrialRecord>>;
+
+    /// All trials of a study, by number.
+    fn trials(&self, study: StudyId) -> Result<Vec<TrialRecord>>;
+
+    /// Stores one step's metrics of the trial's current attempt. Idempotent:
+    /// a second report of the same (attempt, step) keeps the first and returns
+    /// false. Refuses a trial that is not running or an attempt that is not
+    /// its current one. Updates the trial's `last_step`.
+    fn append_metrics(&self, id: TrialId, attempt: u32, step: u32, values: &MetricValues) -> Result<bool>;
+
+    /// Every stored metric point of a trial, by (attempt, step).
+    fn metrics(&self, id: TrialId) -> Result<Vec<MetricPoint>>;
+
+    /// Running -> waiting, so another worker can claim it.
+    fn requeue_trial(&self, id: TrialId, why: Requeue, reason: &str) -> Result<TrialRecord>;
+
+    /// Moves a waiting or running trial to a terminal `state`. Refuses a trial
+    /// that is already terminal, so a late or duplicated finish changes nothing.
+    fn finish_trial(
+        &self,
+        id: TrialId,
+        state: TrialState,
+        value: Option<f64>,
+        reason: &str,
+        now_ms: i64,
+    ) -> Result<TrialRecord>;
+
+    /// Makes every write so far durable.
+    fn flush(&self) -> Result<()>;
+}
+
+/// The state-machine rules every backend applies the same way.
+pub(crate) mod rules {
+    use super::*;
+
+    pub fn check_finish(t: &TrialRecord, state: TrialState) -> Result<()> {
+        if !state.is_terminal() {
+            return Err(StorageError::Conflict(format!(
+                "trial {} cannot be finished as {state}",
+                t.id
+            )));
+        }
+        if t.state.is_terminal() {
+            return Err(StorageError::Conflict(format!(
+                "trial {} has already ended ({})",
+                t.id, t.state
+            )));
+        }
+        Ok(())
+    }
+
+    pub fn check_requeue(t: &TrialRecord) -> Result<()> {
+        if t.state != TrialState::Running {
+            return Err(StorageError::Conflict(format!(
+                "trial {} is {}, not running",
+                t.id, t.state
+            )));
+        }
+        Ok(())
+    }
+
+    pub fn check_append(t: &TrialRecord, attempt: u32) -> Result<()> {
+        if t.state != TrialState::Running {
+            return Err(StorageError::Conflict(format!(
+                "trial {} is {}, not running",
+                t.id, t.state
+            )));
+        }
+        if t.attempt != attempt {
+            return Err(StorageError::Conflict(format!(
+                "trial {} is on attempt {}, not {attempt}",
+                t.id, t.attempt
+            )));
+        }
+        Ok(())
+    }
+
+    pub fn apply_claim(t: &mut TrialRecord, worker: &WorkerId, now_ms: i64) {
+        t.state = TrialState::Running;
+        t.attempt += 1;
+        t.worker = Some(worker.clone());
+        t.started_at_ms = now_ms;
+        t.last_step = None;
+    }
+
+    pub fn apply_requeue(t: &mut TrialRecord, why: Requeue, reason: &str) {
+        t.state = TrialState::Waiting;
+        if why == Requeue::LeaseLost {
+            t.lost_leases += 1;
+        }
+        t.reason = reason.to_string();
+    }
+
+    pub fn apply_finish(t: &mut TrialRecord, state: TrialState, value: Option<f64>, reason: &str, now_ms: i64) {
+        t.state = state;
+        t.value = value;
+        t.reason = reason.to_string();
+        t.ended_at_ms = now_ms;
+    }
+
+    pub fn new_trial(study: StudyId, number: u32, params: Params, now_ms: i64) -> TrialRecord {
+        TrialRecord {
+            schema: SCHEMA_VERSION,
+            id: TrialId { study, number },
+            state: TrialState::Waiting,
+            params,
+            attempt: 0,
+            lost_leases: 0,
+            worker: None,
+            value: None,
+            last_step: None,
+            reason: String::new(),
+            created_at_ms: now_ms,
+            started_at_ms: 0,
+            ended_at_ms: 0,
+        }
+    }
+
+    pub fn check_end_study(s: &StudyRecord, state: StudyState) -> Result<()> {
+        if state == StudyState::Running {
+            return Err(StorageError::Conflict(format!("study {} cannot be ended as running", s.id)));
+        }
+        if s.state != StudyState::Running {
+            return Err(StorageError::Conflict(format!(
+                "study {} has already ended ({})",
+                s.id, s.state
+            )));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod conformance;

@@ -1,0 +1,354 @@
+//! Wire <-> domain conversions, done once at the service edge.
+
+use crate::domain::*;
+use crate::pb;
+use std::collections::HashMap;
+
+/// A wire message that cannot become a domain value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConvertError {
+    #[error("missing field `{0}`")]
+    Missing(&'static str),
+    #[error("invalid field `{field}`: {reason}")]
+    Invalid { field: &'static str, reason: String },
+}
+
+fn invalid(field: &'static str, reason: impl Into<String>) -> ConvertError {
+    ConvertError::Invalid {
+        field,
+        reason: reason.into(),
+    }
+}
+
+impl From<&ParamValue> for pb::ParamValue {
+    fn from(v: &ParamValue) -> Self {
+        use pb::param_value::Kind;
+        let kind = match v {
+            ParamValue::Float(f) => Kind::Float(*f),
+            ParamValue::Int(i) => Kind::Int(*i),
+            ParamValue::Categorical(s) => Kind::Categorical(s.clone()),
+        };
+        pb::ParamValue { kind: Some(kind) }
+    }
+}
+
+impl TryFrom<pb::ParamValue> for ParamValue {
+    type Error = ConvertError;
+    fn try_from(v: pb::ParamValue) -> Result<Self, ConvertError> {
+        use pb::param_value::Kind;
+        match v.kind {
+            Some(Kind::Float(f)) => Ok(ParamValue::Float(f)),
+            Some(Kind::Int(i)) => Ok(ParamValue::Int(i)),
+            Some(Kind::Categorical(s)) => Ok(ParamValue::Categorical(s)),
+            None => Err(ConvertError::Missing("param_value.kind")),
+        }
+    }
+}
+
+pub fn params_to_pb(p: &Params) -> HashMap<String, pb::ParamValue> {
+    p.iter().map(|(k, v)| (k.clone(), v.into())).collect()
+}
+
+pub fn params_from_pb(p: HashMap<String, pb::ParamValue>) -> Result<Params, ConvertError> {
+    p.into_iter()
+        .map(|(k, v)| Ok((k, ParamValue::try_from(v)?)))
+        .collect()
+}
+
+impl From<TrialId> for pb::TrialRef {
+    fn from(t: TrialId) -> Self {
+        pb::TrialRef {
+            study_id: t.study.0,
+            number: t.number,
+        }
+    }
+}
+
+impl From<pb::TrialRef> for TrialId {
+    fn from(t: pb::TrialRef) -> Self {
+        TrialId {
+            study: StudyId(t.study_id),
+            number: t.number,
+        }
+    }
+}
+
+/// The trial reference of a request, which must be present.
+pub fn trial_ref(t: Option<pb::TrialRef>) -> Result<TrialId, ConvertError> {
+    t.map(TrialId::from).ok_or(ConvertError::Missing("trial"))
+}
+
+pub fn worker_id(s: String) -> Result<WorkerId, ConvertError> {
+    if s.trim().is_empty() {
+        return Err(ConvertError::Missing("worker_id"));
+    }
+    if s.len() > 256 {
+        return Err(invalid("worker_id", "longer than 256 bytes"));
+    }
+    Ok(WorkerId(s))
+}
+
+impl From<TrialState> for pb::TrialState {
+    fn from(s: TrialState) -> Self {
+        match s {
+            TrialState::Waiting => pb::TrialState::Waiting,
+            TrialState::Running => pb::TrialState::Running,
+            TrialState::Completed => pb::TrialState::Completed,
+            TrialState::Failed => pb::TrialState::Failed,
+            TrialState::Stopped => pb::TrialState::Stopped,
+            TrialState::Cancelled => pb::TrialState::Cancelled,
+        }
+    }
+}
+
+pub fn trial_state(v: i32) -> Result<TrialState, ConvertError> {
+    match pb::TrialState::try_from(v) {
+        Ok(pb::TrialState::Waiting) => Ok(TrialState::Waiting),
+        Ok(pb::TrialState::Running) => Ok(TrialState::Running),
+        Ok(pb::TrialState::Completed) => Ok(TrialState::Completed),
+        Ok(pb::TrialState::Failed) => Ok(TrialState::Failed),
+        Ok(pb::TrialState::Stopped) => Ok(TrialState::Stopped),
+        Ok(pb::TrialState::Cancelled) => Ok(TrialState::Cancelled),
+        Ok(pb::TrialState::Unspecified) => Err(ConvertError::Missing("state")),
+        Err(_) => Err(invalid("state", format!("unknown trial state {v}"))),
+    }
+}
+
+impl From<StudyState> for pb::StudyState {
+    fn from(s: StudyState) -> Self {
+        match s {
+            StudyState::Running => pb::StudyState::Running,
+            StudyState::Completed => pb::StudyState::Completed,
+            StudyState::Cancelled => pb::StudyState::Cancelled,
+        }
+    }
+}
+
+pub fn study_state(v: i32) -> Result<StudyState, ConvertError> {
+    match pb::StudyState::try_from(v) {
+        Ok(pb::StudyState::Running) => Ok(StudyState::Running),
+        Ok(pb::StudyState::Completed) => Ok(StudyState::Completed),
+        Ok(pb::StudyState::Cancelled) => Ok(StudyState::Cancelled),
+        Ok(pb::StudyState::Unspecified) => Err(ConvertError::Missing("state")),
+        Err(_) => Err(invalid("state", format!("unknown study state {v}"))),
+    }
+}
+
+impl From<Decision> for pb::Decision {
+    fn from(d: Decision) -> Self {
+        match d {
+            Decision::Continue => pb::Decision::Continue,
+            Decision::Stop => pb::Decision::Stop,
+        }
+    }
+}
+
+pub fn decision(v: i32) -> Result<Decision, ConvertError> {
+    match pb::Decision::try_from(v) {
+        Ok(pb::Decision::Continue) => Ok(Decision::Continue),
+        Ok(pb::Decision::Stop) => Ok(Decision::Stop),
+        Ok(pb::Decision::Unspecified) => Err(ConvertError::Missing("decision")),
+        Err(_) => Err(invalid("decision", format!("unknown decision {v}"))),
+    }
+}
+
+/// The outcome of a FinishTrial request; `reason` goes with a failure.
+pub fn outcome(v: i32, reason: String) -> Result<Outcome, ConvertError> {
+    match pb::Outcome::try_from(v) {
+        Ok(pb::Outcome::Completed) => Ok(Outcome::Completed),
+        Ok(pb::Outcome::Failed) => Ok(Outcome::Failed(if reason.is_empty() {
+            "trainer failed without a reason".into()
+        } else {
+            reason
+        })),
+        Ok(pb::Outcome::Interrupted) => Ok(Outcome::Interrupted),
+        Ok(pb::Outcome::Unspecified) => Err(ConvertError::Missing("outcome")),
+        Err(_) => Err(invalid("outcome", format!("unknown outcome {v}"))),
+    }
+}
+
+/// The wire pair (outcome, reason) of a domain outcome.
+pub fn outcome_to_pb(o: &Outcome) -> (pb::Outcome, String) {
+    match o {
+        Outcome::Completed => (pb::Outcome::Completed, String::new()),
+        Outcome::Failed(r) => (pb::Outcome::Failed, r.clone()),
+        Outcome::Interrupted => (pb::Outcome::Interrupted, String::new()),
+    }
+}
+
+impl From<&Assignment> for pb::TrialAssignment {
+    fn from(a: &Assignment) -> Self {
+        pb::TrialAssignment {
+            study_id: a.trial.study.0,
+            number: a.trial.number,
+            attempt: a.attempt,
+            study_name: a.study_name.clone(),
+            params: params_to_pb(&a.params),
+            trainer: Some(pb::TrainerConfig {
+                kind: a.trainer.kind.clone(),
+                dataset: a.trainer.dataset.clone(),
+                epochs: a.trainer.epochs,
+                settings: params_to_pb(&a.trainer.settings),
+            }),
+            seed: a.seed,
+            metric: a.metric.clone(),
+        }
+    }
+}
+
+impl TryFrom<pb::TrialAssignment> for Assignment {
+    type Error = ConvertError;
+    fn try_from(a: pb::TrialAssignment) -> Result<Self, ConvertError> {
+        let t = a.trainer.ok_or(ConvertError::Missing("trainer"))?;
+        if t.kind.is_empty() {
+            return Err(ConvertError::Missing("trainer.kind"));
+        }
+        Ok(Assignment {
+            trial: TrialId {
+                study: StudyId(a.study_id),
+                number: a.number,
+            },
+            attempt: a.attempt,
+            study_name: a.study_name,
+            params: params_from_pb(a.params)?,
+            trainer: TrainerConfig {
+                kind: t.kind,
+                dataset: t.dataset,
+                epochs: t.epochs,
+                settings: params_from_pb(t.settings)?,
+            },
+            seed: a.seed,
+            metric: a.metric,
+        })
+    }
+}
+
+/// Metric values from the wire; names must be non-empty.
+pub fn metric_values(v: HashMap<String, f64>) -> Result<MetricValues, ConvertError> {
+    if v.is_empty() {
+        return Err(invalid("values", "no metrics in the report"));
+    }
+    if v.keys().any(|k| k.is_empty()) {
+        return Err(invalid("values", "empty metric name"));
+    }
+    Ok(v.into_iter().collect())
+}
+
+impl From<&MetricPoint> for pb::MetricPoint {
+    fn from(m: &MetricPoint) -> Self {
+        pb::MetricPoint {
+            attempt: m.attempt,
+            step: m.step,
+            values: m.values.iter().map(|(k, v)| (k.clone(), *v)).collect(),
+        }
+    }
+}
+
+impl From<&TrialInfo> for pb::Trial {
+    fn from(t: &TrialInfo) -> Self {
+        pb::Trial {
+            study_id: t.id.study.0,
+            number: t.id.number,
+            state: pb::TrialState::from(t.state) as i32,
+            params: params_to_pb(&t.params),
+            value: t.value,
+            last_step: t.last_step,
+            attempt: t.attempt,
+            worker: t.worker.as_ref().map(|w| w.0.clone()).unwrap_or_default(),
+            reason: t.reason.clone(),
+            started_at_ms: t.started_at_ms,
+            ended_at_ms: t.ended_at_ms,
+            metrics: t.metrics.iter().map(Into::into).collect(),
+        }
+    }
+}
+
+impl TryFrom<pb::Trial> for TrialInfo {
+    type Error = ConvertError;
+    fn try_from(t: pb::Trial) -> Result<Self, ConvertError> {
+        Ok(TrialInfo {
+            id: TrialId {
+                study: StudyId(t.study_id),
+                number: t.number,
+            },
+            state: trial_state(t.state)?,
+            params: params_from_pb(t.params)?,
+            value: t.value,
+            last_step: t.last_step,
+            attempt: t.attempt,
+            worker: (!t.worker.is_empty()).then_some(WorkerId(t.worker)),
+            reason: t.reason,
+            started_at_ms: t.started_at_ms,
+            ended_at_ms: t.ended_at_ms,
+            metrics: t
+                .metrics
+                .into_iter()
+                .map(|m| MetricPoint {
+                    attempt: m.attempt,
+                    step: m.step,
+                    values: m.values.into_iter().collect(),
+                })
+                .collect(),
+        })
+    }
+}
+
+pub fn direction(s: &str) -> Result<Direction, ConvertError> {
+    match s {
+        "maximize" => Ok(Direction::Maximize),
+        "minimize" => Ok(Direction::Minimize),
+        "" => Err(ConvertError::Missing("direction")),
+        other => Err(invalid("direction", format!("unknown direction \"{other}\""))),
+    }
+}
+
+impl From<&StudyInfo> for pb::StudySummary {
+    fn from(s: &StudyInfo) -> Self {
+        pb::StudySummary {
+            study_id: s.id.0,
+            name: s.name.clone(),
+            state: pb::StudyState::from(s.state) as i32,
+            end_reason: s.end_reason.clone(),
+            metric: s.metric.clone(),
+            direction: s.direction.as_str().to_string(),
+            max_trials: s.max_trials,
+            waiting: s.counts.waiting,
+            running: s.counts.running,
+            completed: s.counts.completed,
+            failed: s.counts.failed,
+            stopped: s.counts.stopped,
+            cancelled: s.counts.cancelled,
+            best: s.best.as_ref().map(Into::into),
+            created_at_ms: s.created_at_ms,
+            ended_at_ms: s.ended_at_ms,
+            study_toml: s.study_toml.clone(),
+        }
+    }
+}
+
+impl TryFrom<pb::StudySummary> for StudyInfo {
+    type Error = ConvertError;
+    fn try_from(s: pb::StudySummary) -> Result<Self, ConvertError> {
+        Ok(StudyInfo {
+            id: StudyId(s.study_id),
+            name: s.name,
+            state: study_state(s.state)?,
+            end_reason: s.end_reason,
+            metric: s.metric,
+            direction: direction(&s.direction)?,
+            max_trials: s.max_trials,
+            counts: TrialCounts {
+                waiting: s.waiting,
+                running: s.running,
+                completed: s.completed,
+                failed: s.failed,
+                stopped: s.stopped,
+                cancelled: s.cancelled,
+            },
+            best: s.best.map(TrialInfo::try_from).transpose()?,
+            created_at_ms: s.created_at_ms,
+            ended_at_ms: s.ended_at_ms,
+            study_toml: s.study_toml,
+        })
+    }
+}

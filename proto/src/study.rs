@@ -1,0 +1,749 @@
+//! The study file: TOML, versioned, unknown keys rejected. Parsing is done by
+//! hand over `toml::Table` (not serde derive) so every error can name the file,
+//! the dotted key and what was expected, e.g.
+//! `quickstart.toml: params.lr.low: must be > 0 when log = true`.
+
+use crate::domain::{Direction, ParamValue, Params, TrainerConfig};
+use crate::trainers::{self, KnownKind};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
+
+/// The only study-file version this build reads.
+pub const STUDY_FILE_VERSION: i64 = 1;
+/// A grid larger than this is almost surely a mistake (a float step too small).
+pub const MAX_GRID_POINTS: u64 = 1_000_000;
+/// Upper bound on max_trials; keeps per-study bookkeeping bounded.
+pub const MAX_TRIALS_LIMIT: i64 = 1_000_000;
+
+/// An invalid study file: which file, which key, what was expected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{source_name}: {key}{sep}{message}", sep = if key.is_empty() { "" } else { ": " })]
+pub struct SpecError {
+    pub source_name: String,
+    pub key: String,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StudySpec {
+    pub name: String,
+    /// None: the coordinator picks one at submit time and stores it.
+    pub seed: Option<u64>,
+    pub objective: Objective,
+    pub search: Search,
+    pub trainer: TrainerConfig,
+    pub params: BTreeMap<String, ParamSpec>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Objective {
+    pub metric: String,
+    pub direction: Direction,
+    pub scope: Scope,
+}
+
+/// Which of a trial's reported values is its result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Scope {
+    /// The value at the last reported step (Ray Tune's default).
+    Last,
+    /// The best value over all steps (Keras Tuner's habit).
+    Best,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Algorithm {
+    Grid,
+    Random,
+}
+
+impl Algorithm {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Algorithm::Grid => "grid",
+            Algorithm::Random => "random",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Search {
+    pub algorithm: Algorithm,
+    pub max_trials: u32,
+    pub max_parallel: u32,
+    pub max_duration: Option<Duration>,
+    pub target: Option<f64>,
+    /// How many times a trial whose worker vanished is run again.
+    pub max_retries: u32,
+    /// Higher is served first when workers are scarce; equal ones share.
+    pub priority: i32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum ParamSpec {
+    Float {
+        low: f64,
+        high: f64,
+        log: bool,
+        step: Option<f64>,
+    },
+    Int {
+        low: i64,
+        high: i64,
+        log: bool,
+        step: i64,
+    },
+    Categorical {
+        choices: Vec<ParamValue>,
+    },
+}
+
+impl ParamSpec {
+    /// The grid values of this parameter, or None where it has no finite grid.
+    pub fn grid_values(&self) -> Option<Vec<ParamValue>> {
+        match self {
+            ParamSpec::Float {
+                low,
+                high,
+                step: Some(step),
+                ..
+            } => {
+                let n = ((high - low) / step + 1e-9).floor() as u64 + 1;
+                Some(
+                    (0..n)
+                        .map(|i| ParamValue::Float(low + step * i as f64))
+                        .collect(),
+                )
+            }
+            ParamSpec::Float { step: None, .. } => None,
+            ParamSpec::Int {
+                low,
+                high,
+                step,
+                log: false,
+            } => Some(
+                (0..=(high - low) / step)
+                    .map(|i| ParamValue::Int(low + i * step))
+                    .collect(),
+            ),
+            ParamSpec::Int { log: true, .. } => None,
+            ParamSpec::Categorical { choices } => Some(choices.clone()),
+        }
+    }
+
+    /// Number of grid points without building them.
+    fn grid_len(&self) -> Option<u64> {
+        match self {
+            ParamSpec::Float {
+                low,
+                high,
+                step: Some(step),
+                ..
+            } => Some(((high - low) / step + 1e-9).floor() as u64 + 1),
+            ParamSpec::Int {
+                low,
+                high,
+                step,
+                log: false,
+            } => Some(((high - low) / step) as u64 + 1),
+            ParamSpec::Categorical { choices } => Some(choices.len() as u64),
+            _ => None,
+        }
+    }
+
+    /// True when `value` lies in this parameter's domain.
+    pub fn contains(&self, value: &ParamValue) -> bool {
+        match (self, value) {
+            (ParamSpec::Float { low, high, .. }, ParamValue::Float(v)) => {
+                *v >= *low && *v <= *high + 1e-12 * high.abs().max(1.0)
+            }
+            (ParamSpec::Int { low, high, .. }, ParamValue::Int(v)) => v >= low && v <= high,
+            (ParamSpec::Categorical { choices }, v) => choices.contains(v),
+            _ => false,
+        }
+    }
+}
+
+impl StudySpec {
+    /// Parses and validates a study file. `source_name` is used in errors.
+    pub fn parse(text: &str, source_name: &str) -> Result<StudySpec, SpecError> {
+        let table: toml::Table = text.parse().map_err(|e: toml::de::Error| SpecError {
+            source_name: source_name.to_string(),
+            key: String::new(),
+            message: format!("invalid toml: {}", e.message().trim()),
+        })?;
+        let cx = Cx { source_name };
+        cx.study(&table)
+    }
+
+    /// Total grid points, when every parameter has a grid.
+    pub fn grid_size(&self) -> Option<u64> {
+        self.params
+            .values()
+            .try_fold(1u64, |acc, p| p.grid_len().map(|n| acc.saturating_mul(n)))
+    }
+}
+
+impl fmt::Display for Algorithm {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+struct Cx<'a> {
+    source_name: &'a str,
+}
+
+fn join(prefix: &str, key: &str) -> String {
+    if prefix.is_empty() {
+        key.to_string()
+    } else {
+        format!("{prefix}.{key}")
+    }
+}
+
+fn type_name(v: &toml::Value) -> &'static str {
+    match v {
+        toml::Value::String(_) => "a string",
+        toml::Value::Integer(_) => "an integer",
+        toml::Value::Float(_) => "a float",
+        toml::Value::Boolean(_) => "a boolean",
+        toml::Value::Datetime(_) => "a datetime",
+        toml::Value::Array(_) => "an array",
+        toml::Value::Table(_) => "a table",
+    }
+}
+
+impl Cx<'_> {
+    fn err(&self, key: impl Into<String>, message: impl Into<String>) -> SpecError {
+        SpecError {
+            source_name: self.source_name.to_string(),
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+
+    fn only_keys(&self, t: &toml::Table, prefix: &str, allowed: &[&str]) -> Result<(), SpecError> {
+        for k in t.keys() {
+            if !allowed.contains(&k.as_str()) {
+                return Err(self.err(
+                    join(prefix, k),
+                    format!("unknown key (expected one of: {})", allowed.join(", ")),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn table<'t>(&self, t: &'t toml::Table, key: &str) -> Result<&'t toml::Table, SpecError> {
+        match t.get(key) {
+            Some(toml::Value::Table(v)) => Ok(v),
+            Some(other) => Err(self.err(key, format!("expected a table, got {}", type_name(other)))),
+            None => Err(self.err(key, "missing table")),
+        }
+    }
+
+    fn string(&self, t: &toml::Table, prefix: &str, key: &str) -> Result<Option<String>, SpecError> {
+        match t.get(key) {
+            None => Ok(None),
+            Some(toml::Value::String(s)) => Ok(Some(s.clone())),
+            Some(other) => Err(self.err(
+                join(prefix, key),
+                format!("expected a string, got {}", type_name(other)),
+            )),
+        }
+    }
+
+    fn required_string(&self, t: &toml::Table, prefix: &str, key: &str) -> Result<String, SpecError> {
+        let s = self
+            .string(t, prefix, key)?
+            .ok_or_else(|| self.err(join(prefix, key), "missing (expected a string)"))?;
+        if s.trim().is_empty() {
+            return Err(self.err(join(prefix, key), "must not be empty"));
+        }
+        Ok(s)
+    }
+
+    fn int(&self, t: &toml::Table, prefix: &str, key: &str) -> Result<Option<i64>, SpecError> {
+        match t.get(key) {
+            None => Ok(None),
+            Some(toml::Value::Integer(i)) => Ok(Some(*i)),
+            Some(other) => Err(self.err(
+                join(prefix, key),
+                format!("expected an integer, got {}", type_name(other)),
+            )),
+        }
+    }
+
+    fn float(&self, t: &toml::Table, prefix: &str, key: &str) -> Result<Option<f64>, SpecError> {
+        let v = match t.get(key) {
+            None => return Ok(None),
+            Some(toml::Value::Float(f)) => *f,
+            Some(toml::Value::Integer(i)) => *i as f64,
+            Some(other) => {
+                return Err(self.err(
+                    join(prefix, key),
+                    format!("expected a number, got {}", type_name(other)),
+                ));
+            }
+        };
+        if !v.is_finite() {
+            return Err(self.err(join(prefix, key), "must be a finite number"));
+        }
+        Ok(Some(v))
+    }
+
+    fn bool(&self, t: &toml::Table, prefix: &str, key: &str) -> Result<Option<bool>, SpecError> {
+        match t.get(key) {
+            None => Ok(None),
+            Some(toml::Value::Boolean(b)) => Ok(Some(*b)),
+            Some(other) => Err(self.err(
+                join(prefix, key),
+                format!("expected true or false, got {}", type_name(other)),
+            )),
+        }
+    }
+
+    fn ranged(&self, key: String, v: i64, low: i64, high: i64) -> Result<i64, SpecError> {
+        if v < low || v > high {
+            return Err(self.err(key, format!("must be between {low} and {high}, got {v}")));
+        }
+        Ok(v)
+    }
+
+    fn study(&self, t: &toml::Table) -> Result<StudySpec, SpecError> {
+        self.only_keys(
+            t,
+            "",
+            &["version", "name", "seed", "objective", "search", "trainer", "params"],
+        )?;
+        let version = self.int(t, "", "version")?.unwrap_or(STUDY_FILE_VERSION);
+        if version != STUDY_FILE_VERSION {
+            return Err(self.err(
+                "version",
+                format!("unsupported study file version {version} (this hpo reads version {STUDY_FILE_VERSION})"),
+            ));
+        }
+        let name = self.required_string(t, "", "name")?;
+        let seed = match self.int(t, "", "seed")? {
+            Some(s) if s < 0 => return Err(self.err("seed", "must be >= 0")),
+            Some(s) => Some(s as u64),
+            None => None,
+        };
+        let objective = self.objective(self.table(t, "objective")?)?;
+        let trainer = self.trainer(self.table(t, "trainer")?)?;
+        let kind = trainers::lookup(&trainer.kind).ok_or_else(|| {
+            self.err(
+                "trainer.kind",
+                format!(
+                    "unknown trainer `{}` (expected one of: {})",
+                    trainer.kind,
+                    trainers::names().join(", ")
+                ),
+            )
+        })?;
+        let params = self.params(self.table(t, "params")?, kind)?;
+        for (name, value) in &trainer.settings {
+            self.check_setting(kind, name, value)?;
+            if params.contains_key(name) {
+                return Err(self.err(
+                    format!("trainer.{name}"),
+                    "is also a searched parameter in [params]; set it in one place",
+                ));
+            }
+        }
+        if kind.needs_dataset && trainer.dataset.is_empty() {
+            return Err(self.err("trainer.dataset", "missing (expected a data set name)"));
+        }
+        let mut search = self.search(self.table(t, "search")?)?;
+        match search.algorithm {
+            Algorithm::Grid => {
+                for (name, p) in &params {
+                    if p.grid_len().is_none() {
+                        return Err(self.err(
+                            format!("params.{name}"),
+                            "grid search needs a finite set: give `step` (not with log = true) or use type = \"categorical\"",
+                        ));
+                    }
+                }
+                let size = self.grid_size(&params)?;
+                if search.max_trials == 0 {
+                    search.max_trials = size as u32;
+                }
+            }
+            Algorithm::Random => {
+                if search.max_trials == 0 {
+                    return Err(self.err(
+                        "search.max_trials",
+                        "missing (random search needs a trial budget)",
+                    ));
+                }
+            }
+        }
+        if search.max_parallel == 0 {
+            search.max_parallel = search.max_trials;
+        }
+        Ok(StudySpec {
+            name,
+            seed,
+            objective,
+            search,
+            trainer,
+            params,
+        })
+    }
+
+    fn grid_size(&self, params: &BTreeMap<String, ParamSpec>) -> Result<u64, SpecError> {
+        let mut total: u64 = 1;
+        for p in params.values() {
+            total = total.saturating_mul(p.grid_len().unwrap_or(1));
+        }
+        if total > MAX_GRID_POINTS {
+            return Err(self.err(
+                "params",
+                format!("grid has {total} points, more than the limit of {MAX_GRID_POINTS}"),
+            ));
+        }
+        Ok(total)
+    }
+
+    fn objective(&self, t: &toml::Table) -> Result<Objective, SpecError> {
+        let p = "objective";
+        self.only_keys(t, p, &["metric", "direction", "scope"])?;
+        let metric = self.required_string(t, p, "metric")?;
+        let direction = match self.required_string(t, p, "direction")?.as_str() {
+            "maximize" | "max" => Direction::Maximize,
+            "minimize" | "min" => Direction::Minimize,
+            other => {
+                return Err(self.err(
+                    "objective.direction",
+                    format!("expected \"maximize\" or \"minimize\", got \"{other}\""),
+                ));
+            }
+        };
+        let scope = match self.string(t, p, "scope")?.as_deref() {
+            None | Some("last") => Scope::Last,
+            Some("best") => Scope::Best,
+            Some(other) => {
+                return Err(self.err(
+                    "objective.scope",
+                    format!("expected \"last\" or \"best\", got \"{other}\""),
+                ));
+            }
+        };
+        Ok(Objective {
+            metric,
+            direction,
+            scope,
+        })
+    }
+
+    fn search(&self, t: &toml::Table) -> Result<Search, SpecError> {
+        let p = "search";
+        self.only_keys(
+            t,
+            p,
+            &[
+                "algorithm",
+                "max_trials",
+                "max_parallel",
+                "max_duration",
+                "target",
+                "max_retries",
+                "priority",
+            ],
+        )?;
+        let algorithm = match self.required_string(t, p, "algorithm")?.as_str() {
+            "grid" => Algorithm::Grid,
+            "random" => Algorithm::Random,
+            other => {
+                return Err(self.err(
+                    "search.algorithm",
+                    format!("expected \"grid\" or \"random\", got \"{other}\""),
+                ));
+            }
+        };
+        let max_trials = match self.int(t, p, "max_trials")? {
+            Some(n) => self.ranged(join(p, "max_trials"), n, 1, MAX_TRIALS_LIMIT)? as u32,
+            None => 0,
+        };
+        let max_parallel = match self.int(t, p, "max_parallel")? {
+            Some(n) => self.ranged(join(p, "max_parallel"), n, 1, 100_000)? as u32,
+            None => 0,
+        };
+        let max_duration = match self.string(t, p, "max_duration")? {
+            None => None,
+            Some(s) => {
+                let d = humantime::parse_duration(&s).map_err(|e| {
+                    self.err(
+                        "search.max_duration",
+                        format!("expected a duration such as \"30m\" or \"2h\", got \"{s}\" ({e})"),
+                    )
+                })?;
+                if d.is_zero() {
+                    return Err(self.err("search.max_duration", "must be longer than zero"));
+                }
+                Some(d)
+            }
+        };
+        let target = self.float(t, p, "target")?;
+        let max_retries = match self.int(t, p, "max_retries")? {
+            Some(n) => self.ranged(join(p, "max_retries"), n, 0, 100)? as u32,
+            None => 2,
+        };
+        let priority = match self.int(t, p, "priority")? {
+            Some(n) => self.ranged(join(p, "priority"), n, -1000, 1000)? as i32,
+            None => 0,
+        };
+        Ok(Search {
+            algorithm,
+            max_trials,
+            max_parallel,
+            max_duration,
+            target,
+            max_retries,
+            priority,
+        })
+    }
+
+    fn trainer(&self, t: &toml::Table) -> Result<TrainerConfig, SpecError> {
+        let p = "trainer";
+        let kind = self.required_string(t, p, "kind")?;
+        let dataset = self.string(t, p, "dataset")?.unwrap_or_default();
+        let epochs = match self.int(t, p, "epochs")? {
+            Some(n) => self.ranged(join(p, "epochs"), n, 1, 100_000)? as u32,
+            None => return Err(self.err("trainer.epochs", "missing (expected an integer >= 1)")),
+        };
+        let mut settings = Params::new();
+        for (k, v) in t {
+            if matches!(k.as_str(), "kind" | "dataset" | "epochs") {
+                continue;
+            }
+            let value = match v {
+                toml::Value::Float(f) if f.is_finite() => ParamValue::Float(*f),
+                toml::Value::Integer(i) => ParamValue::Int(*i),
+                toml::Value::String(s) => ParamValue::Categorical(s.clone()),
+                other => {
+                    return Err(self.err(
+                        join(p, k),
+                        format!("expected a number or a string, got {}", type_name(other)),
+                    ));
+                }
+            };
+            settings.insert(k.clone(), value);
+        }
+        Ok(TrainerConfig {
+            kind,
+            dataset,
+            epochs,
+            settings,
+        })
+    }
+
+    fn check_setting(
+        &self,
+        trainer: &trainers::TrainerInfo,
+        name: &str,
+        value: &ParamValue,
+    ) -> Result<(), SpecError> {
+        let key = format!("trainer.{name}");
+        let known = trainer.param(name).ok_or_else(|| {
+            self.err(
+                &key,
+                format!(
+                    "unknown setting for trainer `{}` (expected one of: kind, dataset, epochs, {})",
+                    trainer.name,
+                    trainer.param_names().join(", ")
+                ),
+            )
+        })?;
+        known
+            .check_value(value)
+            .map_err(|m| self.err(key, m))
+    }
+
+    fn params(
+        &self,
+        t: &toml::Table,
+        trainer: &trainers::TrainerInfo,
+    ) -> Result<BTreeMap<String, ParamSpec>, SpecError> {
+        if t.is_empty() {
+            return Err(self.err("params", "no parameters to search (expected at least one)"));
+        }
+        let mut out = BTreeMap::new();
+        for (name, v) in t {
+            let key = format!("params.{name}");
+            let spec = match v {
+                toml::Value::Table(pt) => self.param(pt, &key)?,
+                toml::Value::Array(items) => self.choices(items, &key)?,
+                other => {
+                    return Err(self.err(
+                        key,
+                        format!(
+                            "expected a table such as {{ type = \"float\", low = 0.0, high = 1.0 }} or an array of choices, got {}",
+                            type_name(other)
+                        ),
+                    ));
+                }
+            };
+            let known = trainer.param(name).ok_or_else(|| {
+                self.err(
+                    &key,
+                    format!(
+                        "trainer `{}` has no parameter `{name}` (it knows: {})",
+                        trainer.name,
+                        trainer.param_names().join(", ")
+                    ),
+                )
+            })?;
+            self.check_against(known, &spec, &key)?;
+            out.insert(name.clone(), spec);
+        }
+        Ok(out)
+    }
+
+    fn check_against(
+        &self,
+        known: &trainers::KnownParam,
+        spec: &ParamSpec,
+        key: &str,
+    ) -> Result<(), SpecError> {
+        let ok = match (&known.kind, spec) {
+            (KnownKind::Any, _) => true,
+            (KnownKind::Float, ParamSpec::Float { .. } | ParamSpec::Int { .. }) => true,
+            (KnownKind::Int, ParamSpec::Int { .. }) => true,
+            (KnownKind::Choice(_), ParamSpec::Categorical { .. }) => true,
+            (_, ParamSpec::Categorical { .. }) => true,
+            _ => false,
+        };
+        if !ok {
+            return Err(self.err(key, format!("expected type = \"{}\"", known.kind.type_name())));
+        }
+        // Every value the space can produce must be acceptable to the trainer.
+        let probes: Vec<ParamValue> = match spec {
+            ParamSpec::Float { low, high, .. } => {
+                vec![ParamValue::Float(*low), ParamValue::Float(*high)]
+            }
+            ParamSpec::Int { low, high, .. } => vec![ParamValue::Int(*low), ParamValue::Int(*high)],
+            ParamSpec::Categorical { choices } => choices.clone(),
+        };
+        for p in probes {
+            known.check_value(&p).map_err(|m| self.err(key, m))?;
+        }
+        Ok(())
+    }
+
+    fn choices(&self, items: &[toml::Value], key: &str) -> Result<ParamSpec, SpecError> {
+        if items.is_empty() {
+            return Err(self.err(key, "choices must not be empty"));
+        }
+        let mut choices = Vec::with_capacity(items.len());
+        for (i, v) in items.iter().enumerate() {
+            let value = match v {
+                toml::Value::String(s) => ParamValue::Categorical(s.clone()),
+                toml::Value::Integer(n) => ParamValue::Int(*n),
+                toml::Value::Float(f) if f.is_finite() => ParamValue::Float(*f),
+                other => {
+                    return Err(self.err(
+                        format!("{key}[{i}]"),
+                        format!("expected a string or a number, got {}", type_name(other)),
+                    ));
+                }
+            };
+            if choices.contains(&value) {
+                return Err(self.err(format!("{key}[{i}]"), format!("duplicate choice {value}")));
+            }
+            choices.push(value);
+        }
+        Ok(ParamSpec::Categorical { choices })
+    }
+
+    fn param(&self, t: &toml::Table, key: &str) -> Result<ParamSpec, SpecError> {
+        let ty = self
+            .string(t, key, "type")?
+            .ok_or_else(|| self.err(join(key, "type"), "missing (expected \"float\", \"int\" or \"categorical\")"))?;
+        match ty.as_str() {
+            "float" => {
+                self.only_keys(t, key, &["type", "low", "high", "log", "step"])?;
+                let low = self
+                    .float(t, key, "low")?
+                    .ok_or_else(|| self.err(join(key, "low"), "missing (expected a number)"))?;
+                let high = self
+                    .float(t, key, "high")?
+                    .ok_or_else(|| self.err(join(key, "high"), "missing (expected a number)"))?;
+                let log = self.bool(t, key, "log")?.unwrap_or(false);
+                let step = self.float(t, key, "step")?;
+                if low >= high {
+                    return Err(self.err(join(key, "high"), format!("must be > low ({low}), got {high}")));
+                }
+                if log && low <= 0.0 {
+                    return Err(self.err(join(key, "low"), "must be > 0 when log = true"));
+                }
+                if let Some(s) = step {
+                    if s <= 0.0 {
+                        return Err(self.err(join(key, "step"), "must be > 0"));
+                    }
+                    if log {
+                        return Err(self.err(join(key, "step"), "cannot be combined with log = true"));
+                    }
+                    if s > high - low {
+                        return Err(self.err(join(key, "step"), format!("must be <= high - low ({})", high - low)));
+                    }
+                }
+                Ok(ParamSpec::Float { low, high, log, step })
+            }
+            "int" => {
+                self.only_keys(t, key, &["type", "low", "high", "log", "step"])?;
+                let low = self
+                    .int(t, key, "low")?
+                    .ok_or_else(|| self.err(join(key, "low"), "missing (expected an integer)"))?;
+                let high = self
+                    .int(t, key, "high")?
+                    .ok_or_else(|| self.err(join(key, "high"), "missing (expected an integer)"))?;
+                let log = self.bool(t, key, "log")?.unwrap_or(false);
+                let step = self.int(t, key, "step")?;
+                if low > high {
+                    return Err(self.err(join(key, "high"), format!("must be >= low ({low}), got {high}")));
+                }
+                if log && low < 1 {
+                    return Err(self.err(join(key, "low"), "must be >= 1 when log = true"));
+                }
+                let step = match step {
+                    Some(s) if s < 1 => return Err(self.err(join(key, "step"), "must be >= 1")),
+                    Some(s) if s > 1 && log => {
+                        return Err(self.err(join(key, "step"), "cannot be combined with log = true"));
+                    }
+                    Some(s) => s,
+                    None => 1,
+                };
+                if (high - low) % step != 0 {
+                    return Err(self.err(
+                        join(key, "high"),
+                        format!("high - low ({}) must be a multiple of step ({step})", high - low),
+                    ));
+                }
+                Ok(ParamSpec::Int { low, high, log, step })
+            }
+            "categorical" => {
+                self.only_keys(t, key, &["type", "choices"])?;
+                match t.get("choices") {
+                    Some(toml::Value::Array(items)) => self.choices(items, &join(key, "choices")),
+                    Some(other) => Err(self.err(
+                        join(key, "choices"),
+                        format!("expected an array, got {}", type_name(other)),
+                    )),
+                    None => Err(self.err(join(key, "choices"), "missing (expected an array of choices)")),
+                }
+            }
+            other => Err(self.err(
+                join(key, "type"),
+                format!("expected \"float\", \"int\" or \"categorical\", got \"{other}\""),
+            )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,180 @@
+#![allow(clippy::unwrap_used)]
+
+use super::*;
+
+const GOOD: &str = r#"
+name = "fashion-mlp"
+seed = 7
+[objective]
+metric = "val_accuracy"
+direction = "maximize"
+[search]
+algorithm = "random"
+max_trials = 20
+max_parallel = 4
+max_duration = "30m"
+target = 0.90
+[trainer]
+kind = "mlp"
+dataset = "fashion-mnist"
+epochs = 10
+batch_size = 128
+[params]
+lr = { type = "float", low = 1e-4, high = 1e-1, log = true }
+hidden = { type = "int", low = 32, high = 512, step = 32 }
+optimizer = { type = "categorical", choices = ["adam", "sgd"] }
+"#;
+
+fn err(text: &str) -> String {
+    StudySpec::parse(text, "study.toml").unwrap_err().to_string()
+}
+
+#[test]
+fn parses_the_reference_study() {
+    let s = StudySpec::parse(GOOD, "study.toml").unwrap();
+    assert_eq!(s.name, "fashion-mlp");
+    assert_eq!(s.seed, Some(7));
+    assert_eq!(s.objective.direction, Direction::Maximize);
+    assert_eq!(s.objective.scope, Scope::Last);
+    assert_eq!(s.search.algorithm, Algorithm::Random);
+    assert_eq!(s.search.max_trials, 20);
+    assert_eq!(s.search.max_parallel, 4);
+    assert_eq!(s.search.max_duration, Some(Duration::from_secs(1800)));
+    assert_eq!(s.search.target, Some(0.9));
+    assert_eq!(s.search.max_retries, 2);
+    assert_eq!(s.trainer.epochs, 10);
+    assert_eq!(s.trainer.settings.get("batch_size"), Some(&ParamValue::Int(128)));
+    assert_eq!(
+        s.params.get("hidden"),
+        Some(&ParamSpec::Int { low: 32, high: 512, log: false, step: 32 })
+    );
+    assert_eq!(s.params.len(), 3);
+}
+
+#[test]
+fn log_float_needs_positive_low() {
+    let text = GOOD.replace("low = 1e-4", "low = 0.0");
+    assert_eq!(err(&text), "study.toml: params.lr.low: must be > 0 when log = true");
+}
+
+#[test]
+fn unknown_keys_are_rejected_with_their_path() {
+    let text = GOOD.replace("max_parallel = 4", "max_paralel = 4");
+    let e = err(&text);
+    assert!(e.starts_with("study.toml: search.max_paralel: unknown key"), "{e}");
+    let text = format!("colour = \"red\"\n{GOOD}");
+    assert!(err(&text).starts_with("study.toml: colour: unknown key"));
+}
+
+#[test]
+fn parameters_unknown_to_the_trainer_are_rejected() {
+    let text = GOOD.replace("hidden = {", "hiden = {");
+    let e = err(&text);
+    assert!(e.starts_with("study.toml: params.hiden: trainer `mlp` has no parameter `hiden`"), "{e}");
+    let text = GOOD.replace("batch_size = 128", "batchsize = 128");
+    assert!(err(&text).starts_with("study.toml: trainer.batchsize: unknown setting"));
+}
+
+#[test]
+fn values_the_trainer_cannot_take_are_rejected() {
+    let text = GOOD.replace("[\"adam\", \"sgd\"]", "[\"adam\", \"rmsprop\"]");
+    let e = err(&text);
+    assert!(e.contains("params.optimizer: unknown value \"rmsprop\""), "{e}");
+    let text = GOOD.replace("type = \"int\", low = 32", "type = \"float\", low = 32");
+    assert!(err(&text).contains("params.hidden: expected type = \"int\""));
+}
+
+#[test]
+fn type_errors_name_the_key_and_expectation() {
+    let text = GOOD.replace("epochs = 10", "epochs = \"ten\"");
+    assert_eq!(err(&text), "study.toml: trainer.epochs: expected an integer, got a string");
+    let text = GOOD.replace("direction = \"maximize\"", "direction = \"up\"");
+    assert_eq!(
+        err(&text),
+        "study.toml: objective.direction: expected \"maximize\" or \"minimize\", got \"up\""
+    );
+    let text = GOOD.replace("max_duration = \"30m\"", "max_duration = \"soon\"");
+    assert!(err(&text).starts_with("study.toml: search.max_duration: expected a duration"));
+}
+
+#[test]
+fn missing_sections_and_keys_are_named() {
+    let text = GOOD.replace("[objective]", "[objectiv]");
+    assert!(err(&text).starts_with("study.toml: objectiv: unknown key"));
+    let text = GOOD.replace("metric = \"val_accuracy\"\n", "");
+    assert_eq!(err(&text), "study.toml: objective.metric: missing (expected a string)");
+}
+
+#[test]
+fn bad_toml_names_the_file() {
+    let e = err("name = ");
+    assert!(e.starts_with("study.toml: invalid toml"), "{e}");
+}
+
+#[test]
+fn bounds_are_checked() {
+    let text = GOOD.replace("low = 32, high = 512", "low = 512, high = 32");
+    assert!(err(&text).starts_with("study.toml: params.hidden.high: must be >= low"));
+    let text = GOOD.replace("step = 32", "step = 100");
+    assert!(err(&text).contains("must be a multiple of step"));
+    let text = GOOD.replace("max_trials = 20", "max_trials = 0");
+    assert!(err(&text).starts_with("study.toml: search.max_trials: must be between 1"));
+}
+
+#[test]
+fn grid_needs_finite_parameters_and_defaults_max_trials_to_its_size() {
+    let text = GOOD
+        .replace("algorithm = \"random\"", "algorithm = \"grid\"")
+        .replace("max_trials = 20\n", "");
+    assert!(err(&text).starts_with("study.toml: params.lr: grid search needs a finite set"));
+    let text = text.replace(
+        "lr = { type = \"float\", low = 1e-4, high = 1e-1, log = true }",
+        "lr = [1e-2, 1e-3, 1e-4]",
+    );
+    let s = StudySpec::parse(&text, "g.toml").unwrap();
+    assert_eq!(s.grid_size(), Some(3 * 16 * 2));
+    assert_eq!(s.search.max_trials, 96);
+}
+
+#[test]
+fn grid_values_cover_float_steps_exactly() {
+    let p = ParamSpec::Float { low: 0.0, high: 1.0, log: false, step: Some(0.25) };
+    let v = p.grid_values().unwrap();
+    assert_eq!(v.len(), 5);
+    assert_eq!(v[4], ParamValue::Float(1.0));
+}
+
+#[test]
+fn a_setting_may_not_also_be_searched() {
+    let text = GOOD.replace("batch_size = 128", "hidden = 64");
+    assert!(err(&text).contains("trainer.hidden: is also a searched parameter"));
+}
+
+#[test]
+fn simulated_trainer_takes_any_numeric_parameter() {
+    let text = r#"
+name = "sim"
+[objective]
+metric = "loss"
+direction = "minimize"
+[search]
+algorithm = "random"
+max_trials = 5
+[trainer]
+kind = "simulated"
+epochs = 3
+step_ms = 1
+[params]
+x = { type = "float", low = 0.0, high = 1.0 }
+y = { type = "int", low = 0, high = 4 }
+"#;
+    let s = StudySpec::parse(text, "sim.toml").unwrap();
+    assert_eq!(s.search.max_parallel, 5);
+    assert!(s.seed.is_none());
+}
+
+#[test]
+fn unsupported_version_is_rejected() {
+    let text = format!("version = 2\n{GOOD}");
+    assert!(err(&text).starts_with("study.toml: version: unsupported study file version 2"));
+}

@@ -1,0 +1,153 @@
+//! What each built-in trainer accepts. The coordinator checks a study's
+//! parameters against this table at submit time, so a misspelt parameter is an
+//! error before any compute is spent rather than in the middle of training.
+
+use crate::domain::ParamValue;
+
+#[derive(Debug)]
+pub enum KnownKind {
+    Float,
+    Int,
+    Choice(&'static [&'static str]),
+    /// Any value (open trainers ignore what they cannot use).
+    Any,
+}
+
+impl KnownKind {
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            KnownKind::Float => "float",
+            KnownKind::Int => "int",
+            KnownKind::Choice(_) => "categorical",
+            KnownKind::Any => "float",
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct KnownParam {
+    pub name: &'static str,
+    pub kind: KnownKind,
+    /// Inclusive bounds on the value.
+    pub min: f64,
+    pub max: f64,
+    pub help: &'static str,
+}
+
+impl KnownParam {
+    /// Checks one concrete value; the message says what was expected.
+    pub fn check_value(&self, value: &ParamValue) -> Result<(), String> {
+        match (&self.kind, value) {
+            (KnownKind::Any, _) => Ok(()),
+            (KnownKind::Choice(options), ParamValue::Categorical(s)) => {
+                if options.contains(&s.as_str()) {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "unknown value \"{s}\" (expected one of: {})",
+                        options.join(", ")
+                    ))
+                }
+            }
+            (KnownKind::Choice(options), other) => Err(format!(
+                "expected one of: {}, got {other}",
+                options.join(", ")
+            )),
+            (KnownKind::Int, ParamValue::Int(v)) => self.check_range(*v as f64),
+            (KnownKind::Int, other) => Err(format!("expected an integer, got {other}")),
+            (KnownKind::Float, ParamValue::Float(v)) => self.check_range(*v),
+            (KnownKind::Float, ParamValue::Int(v)) => self.check_range(*v as f64),
+            (KnownKind::Float, other) => Err(format!("expected a number, got \"{other}\"")),
+        }
+    }
+
+    fn check_range(&self, v: f64) -> Result<(), String> {
+        if v < self.min || v > self.max {
+            Err(format!(
+                "{} must be between {} and {}, got {v}",
+                self.name, self.min, self.max
+            ))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct TrainerInfo {
+    pub name: &'static str,
+    pub about: &'static str,
+    pub needs_dataset: bool,
+    pub params: &'static [KnownParam],
+    /// Accepts any parameter name (the simulated trainer's objective is a
+    /// function of whatever numeric values it is given).
+    pub open_numeric: bool,
+}
+
+/// For `open_numeric` trainers: the shape of any unlisted parameter.
+static OPEN_NUMERIC: KnownParam = KnownParam {
+    name: "parameter",
+    kind: KnownKind::Any,
+    min: f64::MIN,
+    max: f64::MAX,
+    help: "any numeric parameter",
+};
+
+impl TrainerInfo {
+    pub fn param(&self, name: &str) -> Option<&KnownParam> {
+        self.params
+            .iter()
+            .find(|p| p.name == name)
+            .or(if self.open_numeric {
+                Some(&OPEN_NUMERIC)
+            } else {
+                None
+            })
+    }
+
+    pub fn param_names(&self) -> Vec<&'static str> {
+        self.params.iter().map(|p| p.name).collect()
+    }
+}
+
+const ACTIVATIONS: &[&str] = &["relu", "tanh", "gelu", "sigmoid"];
+const OPTIMIZERS: &[&str] = &["adam", "adamw", "sgd"];
+
+pub static TRAINERS: &[TrainerInfo] = &[
+    TrainerInfo {
+        name: "mlp",
+        about: "a multi-layer perceptron trained with libtorch; reports train_loss, val_loss, val_accuracy per epoch",
+        needs_dataset: true,
+        open_numeric: false,
+        params: &[
+            KnownParam { name: "hidden", kind: KnownKind::Int, min: 1.0, max: 65536.0, help: "units per hidden layer" },
+            KnownParam { name: "layers", kind: KnownKind::Int, min: 1.0, max: 64.0, help: "number of hidden layers" },
+            KnownParam { name: "activation", kind: KnownKind::Choice(ACTIVATIONS), min: 0.0, max: 0.0, help: "hidden activation" },
+            KnownParam { name: "dropout", kind: KnownKind::Float, min: 0.0, max: 0.95, help: "dropout after each hidden layer" },
+            KnownParam { name: "optimizer", kind: KnownKind::Choice(OPTIMIZERS), min: 0.0, max: 0.0, help: "adam, adamw or sgd (with momentum)" },
+            KnownParam { name: "lr", kind: KnownKind::Float, min: 1e-12, max: 10.0, help: "learning rate" },
+            KnownParam { name: "momentum", kind: KnownKind::Float, min: 0.0, max: 0.999, help: "sgd momentum" },
+            KnownParam { name: "weight_decay", kind: KnownKind::Float, min: 0.0, max: 1.0, help: "L2 penalty (decoupled for adamw)" },
+            KnownParam { name: "batch_size", kind: KnownKind::Int, min: 1.0, max: 65536.0, help: "examples per step" },
+            KnownParam { name: "train_subset", kind: KnownKind::Int, min: 0.0, max: 1e9, help: "train on the first N examples only (0: all)" },
+        ],
+    },
+    TrainerInfo {
+        name: "simulated",
+        about: "no training: a closed-form objective of the numeric parameters per step, for tests, benchmarks and dry runs",
+        needs_dataset: false,
+        open_numeric: true,
+        params: &[
+            KnownParam { name: "step_ms", kind: KnownKind::Int, min: 0.0, max: 3_600_000.0, help: "sleep per step, in milliseconds" },
+            KnownParam { name: "fail_at_step", kind: KnownKind::Int, min: 0.0, max: 1e9, help: "fail the trial at this step (tests)" },
+        ],
+    },
+];
+
+pub fn lookup(name: &str) -> Option<&'static TrainerInfo> {
+    TRAINERS.iter().find(|t| t.name == name)
+}
+
+pub fn names() -> Vec<&'static str> {
+    TRAINERS.iter().map(|t| t.name).collect()
+}

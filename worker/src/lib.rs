@@ -1,0 +1,6 @@
+//! hpo's worker: registers with a coordinator, runs one trial per slot on a
+//! thread of its own, heartbeats its leases and reports metrics per epoch.
+
+pub mod data;
+pub mod device;
+pub mod trainer;
