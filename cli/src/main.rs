@@ -1,1 +1,362 @@
-fn main() {}
+//! The `hpo` command. Each subcommand is a thin layer over the coordinator,
+//! worker and SDK crates: parse flags, call, print.
+
+mod output;
+mod progress;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand, ValueEnum};
+use hpo_proto::{StudyId, StudySpec};
+use hpo_sdk::Client;
+use hpo_worker::device::DeviceSpec;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+const DEFAULT_COORDINATOR: &str = "http://127.0.0.1:50051";
+
+#[derive(Parser)]
+#[command(
+    name = "hpo",
+    version,
+    about = "Distributed hyperparameter optimisation: one binary, a study file, real workers",
+    long_about = "Distributed hyperparameter optimisation: one binary, a study file, real workers.\n\n\
+Quick start:\n  hpo run examples/quickstart.toml\n\n\
+Distributed:\n  hpo server --data-dir ./hpo-data\n  hpo worker --coordinator http://HOST:50051\n  hpo submit study.toml --coordinator http://HOST:50051 --wait"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a study in this process: an embedded coordinator plus local worker slots.
+    ///
+    /// Example: hpo run examples/quickstart.toml --devices cpu:2
+    Run {
+        /// The study file (TOML).
+        study: PathBuf,
+        /// Where records are kept; a later `hpo server` on it can read them.
+        #[arg(long, env = "HPO_DATA_DIR", default_value = "./hpo-data")]
+        data_dir: PathBuf,
+        /// Local worker slots: auto, cpu, cpu:N or cuda:0,cuda:1.
+        #[arg(long, env = "HPO_DEVICES", default_value = "cpu:2")]
+        devices: DeviceSpec,
+        /// How many of the best trials to show at the end.
+        #[arg(long, default_value_t = 5)]
+        top: usize,
+    },
+    /// Serve a coordinator: studies, samplers and storage, over gRPC.
+    ///
+    /// Example: hpo server --listen 0.0.0.0:50051 --data-dir ./hpo-data
+    Server {
+        #[arg(long, env = "HPO_LISTEN", default_value = "0.0.0.0:50051")]
+        listen: SocketAddr,
+        #[arg(long, env = "HPO_DATA_DIR", default_value = "./hpo-data")]
+        data_dir: PathBuf,
+        /// A trial whose worker is silent this long is run again elsewhere.
+        #[arg(long, env = "HPO_LEASE_TTL", default_value = "30s", value_parser = humantime_duration)]
+        lease_ttl: Duration,
+    },
+    /// Run trials for a coordinator, one per device slot.
+    ///
+    /// Example: hpo worker --coordinator http://10.0.0.5:50051 --devices auto
+    Worker {
+        #[arg(long, env = "HPO_COORDINATOR", default_value = DEFAULT_COORDINATOR)]
+        coordinator: String,
+        /// auto (one slot per CUDA device, else one CPU slot), cpu, cpu:N, cuda:0,cuda:1
+        #[arg(long, env = "HPO_DEVICES", default_value = "auto")]
+        devices: DeviceSpec,
+        /// A stable worker id (default: host-pid-random).
+        #[arg(long, env = "HPO_WORKER_ID")]
+        id: Option<String>,
+    },
+    /// Submit a study file to a coordinator and print its id.
+    ///
+    /// Example: hpo submit study.toml --coordinator http://10.0.0.5:50051 --wait
+    Submit {
+        study: PathBuf,
+        #[arg(long, env = "HPO_COORDINATOR", default_value = DEFAULT_COORDINATOR)]
+        coordinator: String,
+        /// Show progress and return when the study ends.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Show all studies, or one study in detail.
+    ///
+    /// Example: hpo status 3
+    Status {
+        study: Option<u64>,
+        #[arg(long, env = "HPO_COORDINATOR", default_value = DEFAULT_COORDINATOR)]
+        coordinator: String,
+    },
+    /// List a study's trials.
+    ///
+    /// Example: hpo trials 3 --format csv > trials.csv
+    Trials {
+        study: u64,
+        #[arg(long, env = "HPO_COORDINATOR", default_value = DEFAULT_COORDINATOR)]
+        coordinator: String,
+        #[arg(long, value_enum, env = "HPO_FORMAT", default_value = "table")]
+        format: Format,
+    },
+    /// Show a study's best trial and its parameters.
+    ///
+    /// Example: hpo best 3 --format json
+    Best {
+        study: u64,
+        #[arg(long, env = "HPO_COORDINATOR", default_value = DEFAULT_COORDINATOR)]
+        coordinator: String,
+        #[arg(long, value_enum, env = "HPO_FORMAT", default_value = "table")]
+        format: Format,
+    },
+    /// Cancel a study: no new trials, running ones are stopped.
+    ///
+    /// Example: hpo cancel 3
+    Cancel {
+        study: u64,
+        #[arg(long, env = "HPO_COORDINATOR", default_value = DEFAULT_COORDINATOR)]
+        coordinator: String,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum Format {
+    Table,
+    Csv,
+    Json,
+}
+
+fn humantime_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("expected a duration such as 30s or 2m, got `{s}` ({e})"))
+}
+
+/// An invalid study file: exit status 2, like a usage error.
+#[derive(Debug)]
+struct InvalidStudy(String);
+
+impl std::fmt::Display for InvalidStudy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for InvalidStudy {}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let quiet = matches!(
+        cli.command,
+        Command::Run { .. } | Command::Submit { .. } | Command::Status { .. } | Command::Trials { .. } | Command::Best { .. } | Command::Cancel { .. }
+    );
+    init_tracing(if quiet { "warn" } else { "info" });
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(dispatch(cli.command)) {
+        Ok(code) => code,
+        Err(e) => {
+            if e.downcast_ref::<InvalidStudy>().is_some() {
+                eprintln!("error: {e}");
+                return ExitCode::from(2);
+            }
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing(default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("HPO_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+/// Reads and validates a study file, so errors come before any connection.
+fn read_study(path: &Path) -> Result<(String, String)> {
+    let text = std::fs::read_to_string(path).map_err(|e| InvalidStudy(format!("{}: cannot read: {e}", path.display())))?;
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| path.display().to_string());
+    StudySpec::parse(&text, &name).map_err(|e| InvalidStudy(e.to_string()))?;
+    Ok((text, name))
+}
+
+async fn dispatch(command: Command) -> Result<ExitCode> {
+    match command {
+        Command::Run {
+            study,
+            data_dir,
+            devices,
+            top,
+        } => run_embedded(&study, &data_dir, devices, top).await,
+        Command::Server {
+            listen,
+            data_dir,
+            lease_ttl,
+        } => {
+            let listener = tokio::net::TcpListener::bind(listen)
+                .await
+                .with_context(|| format!("cannot listen on {listen}"))?;
+            let config = hpo_coordinator::Config {
+                data_dir: Some(data_dir),
+                engine: hpo_coordinator::engine::EngineConfig {
+                    lease_ttl,
+                    ..Default::default()
+                },
+            };
+            hpo_coordinator::run(listener, config, shutdown_signal()).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Worker { coordinator, devices, id } => {
+            let mut config = hpo_worker::WorkerConfig::new(coordinator, devices);
+            config.worker_id = id;
+            hpo_worker::run(config, shutdown_signal()).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Submit { study, coordinator, wait } => {
+            let (text, name) = read_study(&study)?;
+            let client = Client::connect(&coordinator).await?;
+            let id = client.submit(&text, &name).await.map_err(submit_error)?;
+            println!("{id}");
+            if wait {
+                let info = progress::watch(&client, id).await?;
+                output::print_summary(&client, &info, 5).await?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Status { study, coordinator } => {
+            let client = Client::connect(&coordinator).await?;
+            match study {
+                None => output::print_studies(&client.studies().await?),
+                Some(id) => {
+                    let info = client.study(StudyId(id)).await?;
+                    output::print_status(&info);
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Trials { study, coordinator, format } => {
+            let client = Client::connect(&coordinator).await?;
+            let info = client.study(StudyId(study)).await?;
+            let trials = client.trials(StudyId(study), false).await?;
+            output::print_trials(&info, &trials, format)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Best { study, coordinator, format } => {
+            let client = Client::connect(&coordinator).await?;
+            let info = client.study(StudyId(study)).await?;
+            output::print_best(&info, format)
+        }
+        Command::Cancel { study, coordinator } => {
+            let client = Client::connect(&coordinator).await?;
+            let info = client.cancel(StudyId(study)).await?;
+            println!("study {} ({}) is {}", info.id, info.name, describe_state(&info));
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn describe_state(info: &hpo_proto::StudyInfo) -> String {
+    match info.state {
+        hpo_proto::StudyState::Running => format!("stopping ({} trial(s) still running)", info.counts.running),
+        s => s.to_string(),
+    }
+}
+
+/// The coordinator's verdict on a study file is a study-file error (exit 2).
+fn submit_error(e: hpo_sdk::SdkError) -> anyhow::Error {
+    if e.code() == Some(tonic::Code::InvalidArgument) {
+        InvalidStudy(e.to_string()).into()
+    } else {
+        e.into()
+    }
+}
+
+/// `hpo run`: coordinator, worker and client in one process.
+async fn run_embedded(study: &Path, data_dir: &Path, devices: DeviceSpec, top: usize) -> Result<ExitCode> {
+    let (text, name) = read_study(study)?;
+    let storage = hpo_coordinator::open_storage(&hpo_coordinator::Config {
+        data_dir: Some(data_dir.to_path_buf()),
+        ..Default::default()
+    })
+    .with_context(|| format!("cannot open data dir {}", data_dir.display()))?;
+    let engine = hpo_coordinator::engine::Engine::start(storage, Default::default())?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}", listener.local_addr()?);
+
+    let (stop_server, server_stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(hpo_coordinator::serve(listener, engine, async {
+        let _ = server_stopped.await;
+    }));
+    let (stop_worker, worker_stopped) = tokio::sync::oneshot::channel::<()>();
+    let mut worker_config = hpo_worker::WorkerConfig::new(url.clone(), devices);
+    worker_config.max_poll_interval = Duration::from_millis(200);
+    let worker = tokio::spawn(hpo_worker::run(worker_config, async {
+        let _ = worker_stopped.await;
+    }));
+
+    let client = Client::connect(&url).await?;
+    let id = client.submit(&text, &name).await.map_err(submit_error)?;
+    eprintln!("study {id} ({name}) started; records in {}", data_dir.display());
+
+    let outcome = tokio::select! {
+        r = progress::watch(&client, id) => Some(r),
+        _ = shutdown_signal() => None,
+    };
+    let _ = stop_worker.send(());
+    worker.await??;
+    let summary = match &outcome {
+        Some(Ok(info)) => output::print_summary(&client, info, top).await,
+        _ => Ok(()),
+    };
+    let _ = stop_server.send(());
+    server.await??;
+    match outcome {
+        None => {
+            eprintln!(
+                "interrupted: study {id} is kept in {}; `hpo server --data-dir {}` resumes it",
+                data_dir.display(),
+                data_dir.display()
+            );
+            Ok(ExitCode::from(130))
+        }
+        Some(r) => {
+            r?;
+            summary?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}

@@ -1,1 +1,285 @@
-//! placeholder
+//! A typed client for hpo coordinators. Every call returns domain types from
+//! `hpo-proto`, never wire messages, and every error says what to check.
+
+use hpo_proto::convert;
+use hpo_proto::pb::study_service_client::StudyServiceClient;
+use hpo_proto::pb::worker_service_client::WorkerServiceClient;
+use hpo_proto::{
+    Assignment, ConvertError, Decision, MetricValues, Outcome, PROTOCOL_VERSION, StudyId, StudyInfo, TrialId,
+    TrialInfo, TrialState, WorkerId, pb,
+};
+use std::time::Duration;
+use tonic::transport::{Channel, Endpoint};
+
+/// How long a first connection may take before the coordinator is called
+/// unreachable.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Debug, thiserror::Error)]
+pub enum SdkError {
+    #[error("invalid coordinator url `{url}`: {reason} (expected e.g. http://127.0.0.1:50051)")]
+    Url { url: String, reason: String },
+    #[error(
+        "cannot reach the coordinator at {url}: {reason} (is `hpo server` running there? check --coordinator or HPO_COORDINATOR)"
+    )]
+    Unreachable { url: String, reason: String },
+    #[error("{}", .0.message())]
+    Status(tonic::Status),
+    #[error("malformed answer from the coordinator: {0}")]
+    Convert(#[from] ConvertError),
+}
+
+impl SdkError {
+    /// The gRPC code when the coordinator answered with an error.
+    pub fn code(&self) -> Option<tonic::Code> {
+        match self {
+            SdkError::Status(s) => Some(s.code()),
+            _ => None,
+        }
+    }
+
+    /// True when the call may succeed if tried again later (the coordinator is
+    /// restarting or the network blinked).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            SdkError::Unreachable { .. } => true,
+            SdkError::Status(s) => matches!(
+                s.code(),
+                tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Unknown | tonic::Code::Cancelled
+            ),
+            _ => false,
+        }
+    }
+}
+
+impl From<tonic::Status> for SdkError {
+    fn from(s: tonic::Status) -> Self {
+        SdkError::Status(s)
+    }
+}
+
+pub type Result<T> = std::result::Result<T, SdkError>;
+
+fn endpoint(url: &str) -> Result<Endpoint> {
+    let url = if url.contains("://") {
+        url.to_string()
+    } else {
+        format!("http://{url}")
+    };
+    Endpoint::from_shared(url.clone())
+        .map(|e| e.connect_timeout(CONNECT_TIMEOUT).tcp_nodelay(true))
+        .map_err(|e| SdkError::Url {
+            url,
+            reason: e.to_string(),
+        })
+}
+
+/// Connects now, failing fast with a clear error when nobody answers.
+pub async fn connect(url: &str) -> Result<Channel> {
+    let ep = endpoint(url)?;
+    ep.connect().await.map_err(|e| SdkError::Unreachable {
+        url: url.to_string(),
+        reason: root_cause(&e),
+    })
+}
+
+/// A channel that connects on first use and reconnects after failures, for
+/// long-lived peers (workers) that must outlive a coordinator restart.
+pub fn connect_lazy(url: &str) -> Result<Channel> {
+    Ok(endpoint(url)?.connect_lazy())
+}
+
+fn root_cause(e: &dyn std::error::Error) -> String {
+    let mut cur = e;
+    while let Some(next) = cur.source() {
+        cur = next;
+    }
+    cur.to_string()
+}
+
+/// Studies: submit, inspect, cancel.
+#[derive(Clone)]
+pub struct Client {
+    inner: StudyServiceClient<Channel>,
+}
+
+impl Client {
+    pub async fn connect(url: &str) -> Result<Client> {
+        Ok(Client::new(connect(url).await?))
+    }
+
+    pub fn new(channel: Channel) -> Client {
+        Client {
+            inner: StudyServiceClient::new(channel),
+        }
+    }
+
+    /// Submits a study file's text; `source_name` appears in its errors.
+    pub async fn submit(&self, study_toml: &str, source_name: &str) -> Result<StudyId> {
+        let r = self
+            .inner
+            .clone()
+            .submit_study(pb::SubmitStudyRequest {
+                study_toml: study_toml.to_string(),
+                source_name: source_name.to_string(),
+            })
+            .await?;
+        Ok(StudyId(r.into_inner().study_id))
+    }
+
+    pub async fn study(&self, id: StudyId) -> Result<StudyInfo> {
+        let r = self.inner.clone().get_study(pb::GetStudyRequest { study_id: id.0 }).await?;
+        Ok(StudyInfo::try_from(r.into_inner())?)
+    }
+
+    pub async fn studies(&self) -> Result<Vec<StudyInfo>> {
+        let r = self.inner.clone().list_studies(pb::ListStudiesRequest {}).await?;
+        Ok(r.into_inner()
+            .studies
+            .into_iter()
+            .map(StudyInfo::try_from)
+            .collect::<std::result::Result<_, _>>()?)
+    }
+
+    pub async fn trials(&self, id: StudyId, with_metrics: bool) -> Result<Vec<TrialInfo>> {
+        let r = self
+            .inner
+            .clone()
+            .list_trials(pb::ListTrialsRequest {
+                study_id: id.0,
+                with_metrics,
+            })
+            .await?;
+        Ok(r.into_inner()
+            .trials
+            .into_iter()
+            .map(TrialInfo::try_from)
+            .collect::<std::result::Result<_, _>>()?)
+    }
+
+    pub async fn cancel(&self, id: StudyId) -> Result<StudyInfo> {
+        let r = self
+            .inner
+            .clone()
+            .cancel_study(pb::CancelStudyRequest { study_id: id.0 })
+            .await?;
+        Ok(StudyInfo::try_from(r.into_inner())?)
+    }
+}
+
+/// What the coordinator answers a registration.
+#[derive(Debug, Clone)]
+pub struct Registration {
+    pub lease_ttl: Duration,
+    pub heartbeat_interval: Duration,
+    pub running: Vec<TrialId>,
+}
+
+/// What the coordinator answers a heartbeat.
+#[derive(Debug, Clone)]
+pub struct Beat {
+    pub stop: Vec<TrialId>,
+    /// False after a coordinator restart: register again.
+    pub known: bool,
+}
+
+/// The worker side of the protocol.
+#[derive(Clone)]
+pub struct WorkerClient {
+    inner: WorkerServiceClient<Channel>,
+    id: WorkerId,
+}
+
+impl WorkerClient {
+    pub fn new(channel: Channel, id: WorkerId) -> WorkerClient {
+        WorkerClient {
+            inner: WorkerServiceClient::new(channel),
+            id,
+        }
+    }
+
+    pub fn id(&self) -> &WorkerId {
+        &self.id
+    }
+
+    pub async fn register(&self, hostname: &str, slots: &[String]) -> Result<Registration> {
+        let r = self
+            .inner
+            .clone()
+            .register(pb::RegisterRequest {
+                protocol_version: PROTOCOL_VERSION,
+                worker_id: self.id.0.clone(),
+                hostname: hostname.to_string(),
+                slots: slots.to_vec(),
+            })
+            .await?
+            .into_inner();
+        Ok(Registration {
+            lease_ttl: Duration::from_millis(r.lease_ttl_ms),
+            heartbeat_interval: Duration::from_millis(r.heartbeat_interval_ms.max(1)),
+            running: r.running.into_iter().map(Into::into).collect(),
+        })
+    }
+
+    pub async fn acquire(&self, slot: &str) -> Result<Option<Assignment>> {
+        let r = self
+            .inner
+            .clone()
+            .acquire_trial(pb::AcquireTrialRequest {
+                worker_id: self.id.0.clone(),
+                slot: slot.to_string(),
+            })
+            .await?
+            .into_inner();
+        Ok(r.trial.map(Assignment::try_from).transpose()?)
+    }
+
+    pub async fn heartbeat(&self, trials: &[TrialId]) -> Result<Beat> {
+        let r = self
+            .inner
+            .clone()
+            .heartbeat(pb::HeartbeatRequest {
+                worker_id: self.id.0.clone(),
+                trials: trials.iter().map(|t| (*t).into()).collect(),
+            })
+            .await?
+            .into_inner();
+        Ok(Beat {
+            stop: r.stop.into_iter().map(Into::into).collect(),
+            known: r.known,
+        })
+    }
+
+    pub async fn report(&self, trial: TrialId, attempt: u32, step: u32, values: &MetricValues) -> Result<Decision> {
+        let r = self
+            .inner
+            .clone()
+            .report_metrics(pb::ReportMetricsRequest {
+                worker_id: self.id.0.clone(),
+                trial: Some(trial.into()),
+                attempt,
+                step,
+                values: values.iter().map(|(k, v)| (k.clone(), *v)).collect(),
+            })
+            .await?
+            .into_inner();
+        Ok(convert::decision(r.decision)?)
+    }
+
+    pub async fn finish(&self, trial: TrialId, attempt: u32, outcome: &Outcome) -> Result<TrialState> {
+        let (o, reason) = convert::outcome_to_pb(outcome);
+        let r = self
+            .inner
+            .clone()
+            .finish_trial(pb::FinishTrialRequest {
+                worker_id: self.id.0.clone(),
+                trial: Some(trial.into()),
+                attempt,
+                outcome: o as i32,
+                reason,
+            })
+            .await?
+            .into_inner();
+        Ok(convert::trial_state(r.state)?)
+    }
+}

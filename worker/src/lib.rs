@@ -4,3 +4,6 @@
 pub mod data;
 pub mod device;
 pub mod trainer;
+pub mod runtime;
+
+pub use runtime::{WorkerConfig, WorkerError, run};
