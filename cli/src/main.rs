@@ -130,7 +130,8 @@ pub enum Format {
 }
 
 fn humantime_duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s).map_err(|e| format!("expected a duration such as 30s or 2m, got `{s}` ({e})"))
+    humantime::parse_duration(s)
+        .map_err(|e| format!("expected a duration such as 30s or 2m, got `{s}` ({e})"))
 }
 
 /// An invalid study file: exit status 2, like a usage error.
@@ -149,10 +150,18 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let quiet = matches!(
         cli.command,
-        Command::Run { .. } | Command::Submit { .. } | Command::Status { .. } | Command::Trials { .. } | Command::Best { .. } | Command::Cancel { .. }
+        Command::Run { .. }
+            | Command::Submit { .. }
+            | Command::Status { .. }
+            | Command::Trials { .. }
+            | Command::Best { .. }
+            | Command::Cancel { .. }
     );
     init_tracing(if quiet { "warn" } else { "info" });
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -183,7 +192,8 @@ fn init_tracing(default: &str) {
 
 /// Reads and validates a study file, so errors come before any connection.
 fn read_study(path: &Path) -> Result<(String, String)> {
-    let text = std::fs::read_to_string(path).map_err(|e| InvalidStudy(format!("{}: cannot read: {e}", path.display())))?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| InvalidStudy(format!("{}: cannot read: {e}", path.display())))?;
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -218,13 +228,21 @@ async fn dispatch(command: Command) -> Result<ExitCode> {
             hpo_coordinator::run(listener, config, shutdown_signal()).await?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Worker { coordinator, devices, id } => {
+        Command::Worker {
+            coordinator,
+            devices,
+            id,
+        } => {
             let mut config = hpo_worker::WorkerConfig::new(coordinator, devices);
             config.worker_id = id;
             hpo_worker::run(config, shutdown_signal()).await?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Submit { study, coordinator, wait } => {
+        Command::Submit {
+            study,
+            coordinator,
+            wait,
+        } => {
             let (text, name) = read_study(&study)?;
             let client = Client::connect(&coordinator).await?;
             let id = client.submit(&text, &name).await.map_err(submit_error)?;
@@ -246,14 +264,22 @@ async fn dispatch(command: Command) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Trials { study, coordinator, format } => {
+        Command::Trials {
+            study,
+            coordinator,
+            format,
+        } => {
             let client = Client::connect(&coordinator).await?;
             let info = client.study(StudyId(study)).await?;
             let trials = client.trials(StudyId(study), false).await?;
             output::print_trials(&info, &trials, format)?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Best { study, coordinator, format } => {
+        Command::Best {
+            study,
+            coordinator,
+            format,
+        } => {
             let client = Client::connect(&coordinator).await?;
             let info = client.study(StudyId(study)).await?;
             output::print_best(&info, format)
@@ -261,7 +287,12 @@ async fn dispatch(command: Command) -> Result<ExitCode> {
         Command::Cancel { study, coordinator } => {
             let client = Client::connect(&coordinator).await?;
             let info = client.cancel(StudyId(study)).await?;
-            println!("study {} ({}) is {}", info.id, info.name, describe_state(&info));
+            println!(
+                "study {} ({}) is {}",
+                info.id,
+                info.name,
+                describe_state(&info)
+            );
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -269,7 +300,9 @@ async fn dispatch(command: Command) -> Result<ExitCode> {
 
 fn describe_state(info: &hpo_proto::StudyInfo) -> String {
     match info.state {
-        hpo_proto::StudyState::Running => format!("stopping ({} trial(s) still running)", info.counts.running),
+        hpo_proto::StudyState::Running => {
+            format!("stopping ({} trial(s) still running)", info.counts.running)
+        }
         s => s.to_string(),
     }
 }
@@ -284,7 +317,12 @@ fn submit_error(e: hpo_sdk::SdkError) -> anyhow::Error {
 }
 
 /// `hpo run`: coordinator, worker and client in one process.
-async fn run_embedded(study: &Path, data_dir: &Path, devices: DeviceSpec, top: usize) -> Result<ExitCode> {
+async fn run_embedded(
+    study: &Path,
+    data_dir: &Path,
+    devices: DeviceSpec,
+    top: usize,
+) -> Result<ExitCode> {
     let (text, name) = read_study(study)?;
     let storage = hpo_coordinator::open_storage(&hpo_coordinator::Config {
         data_dir: Some(data_dir.to_path_buf()),
@@ -308,7 +346,10 @@ async fn run_embedded(study: &Path, data_dir: &Path, devices: DeviceSpec, top: u
 
     let client = Client::connect(&url).await?;
     let id = client.submit(&text, &name).await.map_err(submit_error)?;
-    eprintln!("study {id} ({name}) started; records in {}", data_dir.display());
+    eprintln!(
+        "study {id} ({name}) started; records in {}",
+        data_dir.display()
+    );
 
     let outcome = tokio::select! {
         r = progress::watch(&client, id) => Some(r),

@@ -43,7 +43,11 @@ fn csv_cell(s: &str) -> String {
 }
 
 fn csv(headers: &[String], rows: &[Vec<String>]) -> String {
-    let mut out = headers.iter().map(|h| csv_cell(h)).collect::<Vec<_>>().join(",");
+    let mut out = headers
+        .iter()
+        .map(|h| csv_cell(h))
+        .collect::<Vec<_>>()
+        .join(",");
     out.push('\n');
     for r in rows {
         out.push_str(&r.iter().map(|c| csv_cell(c)).collect::<Vec<_>>().join(","));
@@ -104,7 +108,11 @@ fn trial_rows(info: &StudyInfo, trials: &[&TrialInfo]) -> (Vec<String>, Vec<Vec<
                 t.last_step.map(|s| s.to_string()).unwrap_or_default(),
                 duration_text(t),
             ];
-            r.extend(names.iter().map(|n| t.params.get(*n).map(|v| v.to_string()).unwrap_or_default()));
+            r.extend(
+                names
+                    .iter()
+                    .map(|n| t.params.get(*n).map(|v| v.to_string()).unwrap_or_default()),
+            );
             r
         })
         .collect();
@@ -222,7 +230,11 @@ pub async fn print_summary(client: &Client, info: &StudyInfo, top: usize) -> Res
     done.sort_by(|a, b| {
         let (a, b) = (a.value.unwrap_or(f64::NAN), b.value.unwrap_or(f64::NAN));
         let ord = a.partial_cmp(&b).unwrap_or(std::cmp::Ordering::Equal);
-        if info.direction == hpo_proto::Direction::Maximize { ord.reverse() } else { ord }
+        if info.direction == hpo_proto::Direction::Maximize {
+            ord.reverse()
+        } else {
+            ord
+        }
     });
     done.truncate(top);
     println!();

@@ -26,10 +26,19 @@ pub fn best_text(info: &StudyInfo) -> String {
 /// Returns the study's final state once it has ended.
 pub async fn watch(client: &Client, id: StudyId) -> Result<StudyInfo> {
     let tty = std::io::stderr().is_terminal();
-    let bar = ProgressBar::with_draw_target(None, if tty { ProgressDrawTarget::stderr() } else { ProgressDrawTarget::hidden() });
+    let bar = ProgressBar::with_draw_target(
+        None,
+        if tty {
+            ProgressDrawTarget::stderr()
+        } else {
+            ProgressDrawTarget::hidden()
+        },
+    );
     bar.set_style(
-        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} trials  {msg}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} trials  {msg}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     bar.enable_steady_tick(Duration::from_millis(120));
     let mut last_line = String::new();

@@ -75,8 +75,12 @@ pub async fn serve(
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
     let result = tonic::transport::Server::builder()
         .add_service(health)
-        .add_service(StudyServiceServer::new(service::StudyService::new(engine.clone())))
-        .add_service(WorkerServiceServer::new(service::WorkerService::new(engine.clone())))
+        .add_service(StudyServiceServer::new(service::StudyService::new(
+            engine.clone(),
+        )))
+        .add_service(WorkerServiceServer::new(service::WorkerService::new(
+            engine.clone(),
+        )))
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await;
     engine.shutdown().await;

@@ -298,7 +298,10 @@ pub fn direction(s: &str) -> Result<Direction, ConvertError> {
         "maximize" => Ok(Direction::Maximize),
         "minimize" => Ok(Direction::Minimize),
         "" => Err(ConvertError::Missing("direction")),
-        other => Err(invalid("direction", format!("unknown direction \"{other}\""))),
+        other => Err(invalid(
+            "direction",
+            format!("unknown direction \"{other}\""),
+        )),
     }
 }
 

@@ -240,12 +240,19 @@ impl Cx<'_> {
     fn table<'t>(&self, t: &'t toml::Table, key: &str) -> Result<&'t toml::Table, SpecError> {
         match t.get(key) {
             Some(toml::Value::Table(v)) => Ok(v),
-            Some(other) => Err(self.err(key, format!("expected a table, got {}", type_name(other)))),
+            Some(other) => {
+                Err(self.err(key, format!("expected a table, got {}", type_name(other))))
+            }
             None => Err(self.err(key, "missing table")),
         }
     }
 
-    fn string(&self, t: &toml::Table, prefix: &str, key: &str) -> Result<Option<String>, SpecError> {
+    fn string(
+        &self,
+        t: &toml::Table,
+        prefix: &str,
+        key: &str,
+    ) -> Result<Option<String>, SpecError> {
         match t.get(key) {
             None => Ok(None),
             Some(toml::Value::String(s)) => Ok(Some(s.clone())),
@@ -256,7 +263,12 @@ impl Cx<'_> {
         }
     }
 
-    fn required_string(&self, t: &toml::Table, prefix: &str, key: &str) -> Result<String, SpecError> {
+    fn required_string(
+        &self,
+        t: &toml::Table,
+        prefix: &str,
+        key: &str,
+    ) -> Result<String, SpecError> {
         let s = self
             .string(t, prefix, key)?
             .ok_or_else(|| self.err(join(prefix, key), "missing (expected a string)"))?;
@@ -317,7 +329,15 @@ impl Cx<'_> {
         self.only_keys(
             t,
             "",
-            &["version", "name", "seed", "objective", "search", "trainer", "params"],
+            &[
+                "version",
+                "name",
+                "seed",
+                "objective",
+                "search",
+                "trainer",
+                "params",
+            ],
         )?;
         let version = self.int(t, "", "version")?.unwrap_or(STUDY_FILE_VERSION);
         if version != STUDY_FILE_VERSION {
@@ -559,9 +579,7 @@ impl Cx<'_> {
                 ),
             )
         })?;
-        known
-            .check_value(value)
-            .map_err(|m| self.err(key, m))
+        known.check_value(value).map_err(|m| self.err(key, m))
     }
 
     fn params(
@@ -610,16 +628,21 @@ impl Cx<'_> {
         spec: &ParamSpec,
         key: &str,
     ) -> Result<(), SpecError> {
-        let ok = match (&known.kind, spec) {
-            (KnownKind::Any, _) => true,
-            (KnownKind::Float, ParamSpec::Float { .. } | ParamSpec::Int { .. }) => true,
-            (KnownKind::Int, ParamSpec::Int { .. }) => true,
-            (KnownKind::Choice(_), ParamSpec::Categorical { .. }) => true,
-            (_, ParamSpec::Categorical { .. }) => true,
-            _ => false,
-        };
+        let ok = matches!(
+            (&known.kind, spec),
+            (KnownKind::Any, _)
+                | (
+                    KnownKind::Float,
+                    ParamSpec::Float { .. } | ParamSpec::Int { .. }
+                )
+                | (KnownKind::Int, ParamSpec::Int { .. })
+                | (_, ParamSpec::Categorical { .. })
+        );
         if !ok {
-            return Err(self.err(key, format!("expected type = \"{}\"", known.kind.type_name())));
+            return Err(self.err(
+                key,
+                format!("expected type = \"{}\"", known.kind.type_name()),
+            ));
         }
         // Every value the space can produce must be acceptable to the trainer.
         let probes: Vec<ParamValue> = match spec {
@@ -661,9 +684,12 @@ impl Cx<'_> {
     }
 
     fn param(&self, t: &toml::Table, key: &str) -> Result<ParamSpec, SpecError> {
-        let ty = self
-            .string(t, key, "type")?
-            .ok_or_else(|| self.err(join(key, "type"), "missing (expected \"float\", \"int\" or \"categorical\")"))?;
+        let ty = self.string(t, key, "type")?.ok_or_else(|| {
+            self.err(
+                join(key, "type"),
+                "missing (expected \"float\", \"int\" or \"categorical\")",
+            )
+        })?;
         match ty.as_str() {
             "float" => {
                 self.only_keys(t, key, &["type", "low", "high", "log", "step"])?;
@@ -676,7 +702,10 @@ impl Cx<'_> {
                 let log = self.bool(t, key, "log")?.unwrap_or(false);
                 let step = self.float(t, key, "step")?;
                 if low >= high {
-                    return Err(self.err(join(key, "high"), format!("must be > low ({low}), got {high}")));
+                    return Err(self.err(
+                        join(key, "high"),
+                        format!("must be > low ({low}), got {high}"),
+                    ));
                 }
                 if log && low <= 0.0 {
                     return Err(self.err(join(key, "low"), "must be > 0 when log = true"));
@@ -686,13 +715,23 @@ impl Cx<'_> {
                         return Err(self.err(join(key, "step"), "must be > 0"));
                     }
                     if log {
-                        return Err(self.err(join(key, "step"), "cannot be combined with log = true"));
+                        return Err(
+                            self.err(join(key, "step"), "cannot be combined with log = true")
+                        );
                     }
                     if s > high - low {
-                        return Err(self.err(join(key, "step"), format!("must be <= high - low ({})", high - low)));
+                        return Err(self.err(
+                            join(key, "step"),
+                            format!("must be <= high - low ({})", high - low),
+                        ));
                     }
                 }
-                Ok(ParamSpec::Float { low, high, log, step })
+                Ok(ParamSpec::Float {
+                    low,
+                    high,
+                    log,
+                    step,
+                })
             }
             "int" => {
                 self.only_keys(t, key, &["type", "low", "high", "log", "step"])?;
@@ -705,7 +744,10 @@ impl Cx<'_> {
                 let log = self.bool(t, key, "log")?.unwrap_or(false);
                 let step = self.int(t, key, "step")?;
                 if low > high {
-                    return Err(self.err(join(key, "high"), format!("must be >= low ({low}), got {high}")));
+                    return Err(self.err(
+                        join(key, "high"),
+                        format!("must be >= low ({low}), got {high}"),
+                    ));
                 }
                 if log && low < 1 {
                     return Err(self.err(join(key, "low"), "must be >= 1 when log = true"));
@@ -713,7 +755,9 @@ impl Cx<'_> {
                 let step = match step {
                     Some(s) if s < 1 => return Err(self.err(join(key, "step"), "must be >= 1")),
                     Some(s) if s > 1 && log => {
-                        return Err(self.err(join(key, "step"), "cannot be combined with log = true"));
+                        return Err(
+                            self.err(join(key, "step"), "cannot be combined with log = true")
+                        );
                     }
                     Some(s) => s,
                     None => 1,
@@ -721,10 +765,18 @@ impl Cx<'_> {
                 if (high - low) % step != 0 {
                     return Err(self.err(
                         join(key, "high"),
-                        format!("high - low ({}) must be a multiple of step ({step})", high - low),
+                        format!(
+                            "high - low ({}) must be a multiple of step ({step})",
+                            high - low
+                        ),
                     ));
                 }
-                Ok(ParamSpec::Int { low, high, log, step })
+                Ok(ParamSpec::Int {
+                    low,
+                    high,
+                    log,
+                    step,
+                })
             }
             "categorical" => {
                 self.only_keys(t, key, &["type", "choices"])?;
@@ -734,7 +786,10 @@ impl Cx<'_> {
                         join(key, "choices"),
                         format!("expected an array, got {}", type_name(other)),
                     )),
-                    None => Err(self.err(join(key, "choices"), "missing (expected an array of choices)")),
+                    None => Err(self.err(
+                        join(key, "choices"),
+                        "missing (expected an array of choices)",
+                    )),
                 }
             }
             other => Err(self.err(

@@ -5,8 +5,8 @@ use hpo_proto::convert;
 use hpo_proto::pb::study_service_client::StudyServiceClient;
 use hpo_proto::pb::worker_service_client::WorkerServiceClient;
 use hpo_proto::{
-    Assignment, ConvertError, Decision, MetricValues, Outcome, PROTOCOL_VERSION, StudyId, StudyInfo, TrialId,
-    TrialInfo, TrialState, WorkerId, pb,
+    Assignment, ConvertError, Decision, MetricValues, Outcome, PROTOCOL_VERSION, StudyId,
+    StudyInfo, TrialId, TrialInfo, TrialState, WorkerId, pb,
 };
 use std::time::Duration;
 use tonic::transport::{Channel, Endpoint};
@@ -45,7 +45,10 @@ impl SdkError {
             SdkError::Unreachable { .. } => true,
             SdkError::Status(s) => matches!(
                 s.code(),
-                tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Unknown | tonic::Code::Cancelled
+                tonic::Code::Unavailable
+                    | tonic::Code::DeadlineExceeded
+                    | tonic::Code::Unknown
+                    | tonic::Code::Cancelled
             ),
             _ => false,
         }
@@ -128,12 +131,20 @@ impl Client {
     }
 
     pub async fn study(&self, id: StudyId) -> Result<StudyInfo> {
-        let r = self.inner.clone().get_study(pb::GetStudyRequest { study_id: id.0 }).await?;
+        let r = self
+            .inner
+            .clone()
+            .get_study(pb::GetStudyRequest { study_id: id.0 })
+            .await?;
         Ok(StudyInfo::try_from(r.into_inner())?)
     }
 
     pub async fn studies(&self) -> Result<Vec<StudyInfo>> {
-        let r = self.inner.clone().list_studies(pb::ListStudiesRequest {}).await?;
+        let r = self
+            .inner
+            .clone()
+            .list_studies(pb::ListStudiesRequest {})
+            .await?;
         Ok(r.into_inner()
             .studies
             .into_iter()
@@ -250,7 +261,13 @@ impl WorkerClient {
         })
     }
 
-    pub async fn report(&self, trial: TrialId, attempt: u32, step: u32, values: &MetricValues) -> Result<Decision> {
+    pub async fn report(
+        &self,
+        trial: TrialId,
+        attempt: u32,
+        step: u32,
+        values: &MetricValues,
+    ) -> Result<Decision> {
         let r = self
             .inner
             .clone()
@@ -266,7 +283,12 @@ impl WorkerClient {
         Ok(convert::decision(r.decision)?)
     }
 
-    pub async fn finish(&self, trial: TrialId, attempt: u32, outcome: &Outcome) -> Result<TrialState> {
+    pub async fn finish(
+        &self,
+        trial: TrialId,
+        attempt: u32,
+        outcome: &Outcome,
+    ) -> Result<TrialState> {
         let (o, reason) = convert::outcome_to_pb(outcome);
         let r = self
             .inner

@@ -50,7 +50,9 @@ impl FromStr for DeviceSpec {
         if let Some(n) = s.strip_prefix("cpu:") {
             return match n.parse::<usize>() {
                 Ok(n) if (1..=256).contains(&n) => Ok(DeviceSpec::Cpu(n)),
-                _ => Err(format!("invalid --devices `{s}`: cpu:N needs N between 1 and 256")),
+                _ => Err(format!(
+                    "invalid --devices `{s}`: cpu:N needs N between 1 and 256"
+                )),
             };
         }
         let mut ids = Vec::new();
@@ -60,10 +62,14 @@ impl FromStr for DeviceSpec {
                 .strip_prefix("cuda:")
                 .and_then(|n| n.parse::<usize>().ok())
                 .ok_or_else(|| {
-                    format!("invalid --devices `{s}`: expected auto, cpu, cpu:N or cuda:0,cuda:1,...")
+                    format!(
+                        "invalid --devices `{s}`: expected auto, cpu, cpu:N or cuda:0,cuda:1,..."
+                    )
                 })?;
             if ids.contains(&id) {
-                return Err(format!("invalid --devices `{s}`: cuda:{id} is listed twice"));
+                return Err(format!(
+                    "invalid --devices `{s}`: cuda:{id} is listed twice"
+                ));
             }
             ids.push(id);
         }
@@ -120,7 +126,9 @@ mod tests {
 
     #[test]
     fn cpu_slots_resolve_without_cuda() {
-        let slots = DeviceSpec::Cpu(2).resolve().unwrap();
+        let slots = DeviceSpec::Cpu(2)
+            .resolve()
+            .expect("cpu slots need no device");
         assert_eq!(slots, vec![Device::Cpu(0), Device::Cpu(1)]);
     }
 }

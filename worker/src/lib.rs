@@ -3,7 +3,7 @@
 
 pub mod data;
 pub mod device;
-pub mod trainer;
 pub mod runtime;
+pub mod trainer;
 
 pub use runtime::{WorkerConfig, WorkerError, run};

@@ -5,7 +5,7 @@
 
 use crate::data::DataCache;
 use crate::device::{Device, DeviceSpec};
-use crate::trainer::{Reporter, TrainEnd, TrialJob, Trainers};
+use crate::trainer::{Reporter, TrainEnd, Trainers, TrialJob};
 use hpo_proto::{Assignment, Decision, MetricValues, Outcome, TrialId, WorkerId};
 use hpo_sdk::{SdkError, WorkerClient};
 use std::collections::HashMap;
@@ -83,13 +83,19 @@ fn hostname() -> String {
 
 /// Runs a worker until `shutdown` resolves (or `max_trials` are done). On
 /// shutdown, running trials are interrupted and handed back to the queue.
-pub async fn run(config: WorkerConfig, shutdown: impl Future<Output = ()>) -> Result<(), WorkerError> {
+pub async fn run(
+    config: WorkerConfig,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), WorkerError> {
     let devices = config.devices.resolve().map_err(WorkerError::Devices)?;
     let host = hostname();
-    let id = config
-        .worker_id
-        .clone()
-        .unwrap_or_else(|| format!("{host}-{}-{:04x}", std::process::id(), rand::random::<u16>()));
+    let id = config.worker_id.clone().unwrap_or_else(|| {
+        format!(
+            "{host}-{}-{:04x}",
+            std::process::id(),
+            rand::random::<u16>()
+        )
+    });
     let channel = hpo_sdk::connect_lazy(&config.coordinator)?;
     let client = WorkerClient::new(channel, WorkerId(id.clone()));
     configure_threads(&devices);
@@ -114,7 +120,11 @@ pub async fn run(config: WorkerConfig, shutdown: impl Future<Output = ()>) -> Re
     let (stop_tx, stop_rx) = watch::channel(false);
     tracing::info!(worker = %id, slots = ?shared.slots, coordinator = %config.coordinator, "worker ready");
 
-    let heartbeat = tokio::spawn(heartbeat_loop(shared.clone(), reg.heartbeat_interval, stop_rx.clone()));
+    let heartbeat = tokio::spawn(heartbeat_loop(
+        shared.clone(),
+        reg.heartbeat_interval,
+        stop_rx.clone(),
+    ));
     let mut slots = tokio::task::JoinSet::new();
     for device in devices {
         slots.spawn(slot_loop(shared.clone(), device, stop_rx.clone()));
@@ -146,12 +156,16 @@ pub async fn run(config: WorkerConfig, shutdown: impl Future<Output = ()>) -> Re
 /// With several CPU slots, each trial gets its share of the cores instead of
 /// every trial fighting over all of them.
 fn configure_threads(devices: &[Device]) {
-    let cpu_slots = devices.iter().filter(|d| matches!(d, Device::Cpu(_))).count();
-    if cpu_slots > 0 {
-        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-        let per = (cores / cpu_slots).max(1);
-        tch::set_num_threads(per as i32);
-        tch::set_num_interop_threads(1);
+    let cpu_slots = devices
+        .iter()
+        .filter(|d| matches!(d, Device::Cpu(_)))
+        .count();
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if let Some(per) = cores.checked_div(cpu_slots) {
+        tch::set_num_threads(per.max(1) as i32);
+        // libtorch accepts this once per process, before any parallel work.
+        static INTEROP: std::sync::Once = std::sync::Once::new();
+        INTEROP.call_once(|| tch::set_num_interop_threads(1));
     }
 }
 
@@ -159,7 +173,11 @@ fn configure_threads(devices: &[Device]) {
 async fn register(shared: &Shared, url: &str) -> Result<hpo_sdk::Registration, WorkerError> {
     let mut delay = Duration::from_millis(200);
     loop {
-        match shared.client.register(&shared.hostname, &shared.slots).await {
+        match shared
+            .client
+            .register(&shared.hostname, &shared.slots)
+            .await
+        {
             Ok(r) => return Ok(r),
             Err(e) if e.is_transient() => {
                 tracing::warn!(coordinator = url, error = %e, "coordinator not reachable, retrying");
@@ -184,7 +202,11 @@ async fn heartbeat_loop(shared: Arc<Shared>, interval: Duration, mut stop: watch
             Ok(beat) => {
                 if !beat.known {
                     // The coordinator restarted: introduce ourselves again.
-                    if let Err(e) = shared.client.register(&shared.hostname, &shared.slots).await {
+                    if let Err(e) = shared
+                        .client
+                        .register(&shared.hostname, &shared.slots)
+                        .await
+                    {
                         tracing::warn!(worker = %shared.client.id(), error = %e, "re-registration failed");
                     } else {
                         tracing::info!(worker = %shared.client.id(), "re-registered with restarted coordinator");
@@ -280,7 +302,9 @@ async fn run_trial(shared: &Arc<Shared>, device: Device, assignment: Assignment)
             let _ = tx.send(result);
         });
     let result = match spawned {
-        Ok(_) => rx.await.unwrap_or_else(|_| Err("training thread vanished".into())),
+        Ok(_) => rx
+            .await
+            .unwrap_or_else(|_| Err("training thread vanished".into())),
         Err(e) => Err(format!("cannot start training thread: {e}")),
     };
     let interrupted = shared.interrupt.load(Ordering::SeqCst);

@@ -12,8 +12,8 @@ use crate::storage::{Storage, StorageError, StudyRecord, TrialRecord};
 use durable::Durable;
 use hpo_proto::study::StudySpec;
 use hpo_proto::{
-    Assignment, Decision, MetricValues, Outcome, StudyId, StudyInfo, StudyState, TrialCounts, TrialId,
-    TrialInfo, TrialState, WorkerId, now_ms,
+    Assignment, Decision, MetricValues, Outcome, StudyId, StudyInfo, StudyState, TrialCounts,
+    TrialId, TrialInfo, TrialState, WorkerId, now_ms,
 };
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -151,7 +151,11 @@ impl Engine {
 
     fn spawn_study(&self, record: StudyRecord) -> Result<(), EngineError> {
         let priority = record.spec.search.priority;
-        let actor = StudyActor::load(record, self.inner.storage.clone(), self.inner.config.lease_ttl)?;
+        let actor = StudyActor::load(
+            record,
+            self.inner.storage.clone(),
+            self.inner.config.lease_ttl,
+        )?;
         let id = actor.id();
         let (tx, rx) = mpsc::channel(STUDY_QUEUE);
         let task = tokio::spawn(actor.run(rx, self.inner.config.tick));
@@ -161,11 +165,18 @@ impl Engine {
     }
 
     fn handle(&self, id: StudyId) -> Option<StudyHandle> {
-        read(&self.inner.studies).get(&id).filter(|h| !h.tx.is_closed()).cloned()
+        read(&self.inner.studies)
+            .get(&id)
+            .filter(|h| !h.tx.is_closed())
+            .cloned()
     }
 
     async fn sync(&self) -> Result<(), EngineError> {
-        self.inner.durable.sync().await.map_err(EngineError::Internal)
+        self.inner
+            .durable
+            .sync()
+            .await
+            .map_err(EngineError::Internal)
     }
 
     /// Sends an event to a running study and awaits its answer.
@@ -176,15 +187,19 @@ impl Engine {
     ) -> Result<T, EngineError> {
         let handle = self.handle(id).ok_or_else(|| self.not_running(id))?;
         let (tx, rx) = oneshot::channel();
-        handle.tx.send(make(tx)).await.map_err(|_| self.not_running(id))?;
+        handle
+            .tx
+            .send(make(tx))
+            .await
+            .map_err(|_| self.not_running(id))?;
         rx.await.map_err(|_| self.not_running(id))
     }
 
     fn not_running(&self, id: StudyId) -> EngineError {
         match self.inner.storage.study(id) {
-            Ok(Some(s)) if s.state != StudyState::Running => {
-                EngineError::FailedPrecondition(format!("study {id} has already ended ({})", s.state))
-            }
+            Ok(Some(s)) if s.state != StudyState::Running => EngineError::FailedPrecondition(
+                format!("study {id} has already ended ({})", s.state),
+            ),
             Ok(Some(_)) => EngineError::Unavailable,
             Ok(None) => EngineError::NotFound(format!("study {id} not found")),
             Err(e) => e.into(),
@@ -194,15 +209,24 @@ impl Engine {
     // ----- clients -----
 
     /// Validates, stores and starts a study.
-    pub async fn submit(&self, study_toml: &str, source_name: &str) -> Result<StudyId, EngineError> {
-        let source = if source_name.is_empty() { "study" } else { source_name };
-        let spec = StudySpec::parse(study_toml, source).map_err(|e| EngineError::InvalidArgument(e.to_string()))?;
+    pub async fn submit(
+        &self,
+        study_toml: &str,
+        source_name: &str,
+    ) -> Result<StudyId, EngineError> {
+        let source = if source_name.is_empty() {
+            "study"
+        } else {
+            source_name
+        };
+        let spec = StudySpec::parse(study_toml, source)
+            .map_err(|e| EngineError::InvalidArgument(e.to_string()))?;
         // Seeds are kept so a study can be reproduced: pick one if none given.
         let seed = spec.seed.unwrap_or_else(|| rand::random::<u32>() as u64);
-        let record = self
-            .inner
-            .storage
-            .create_study(spec, study_toml.to_string(), seed, now_ms())?;
+        let record =
+            self.inner
+                .storage
+                .create_study(spec, study_toml.to_string(), seed, now_ms())?;
         self.sync().await?;
         let id = record.id;
         tracing::info!(study = %id, name = %record.spec.name, seed, "study submitted");
@@ -235,7 +259,11 @@ impl Engine {
             .collect()
     }
 
-    pub fn list_trials(&self, id: StudyId, with_metrics: bool) -> Result<Vec<TrialInfo>, EngineError> {
+    pub fn list_trials(
+        &self,
+        id: StudyId,
+        with_metrics: bool,
+    ) -> Result<Vec<TrialInfo>, EngineError> {
         let storage = &self.inner.storage;
         if storage.study(id)?.is_none() {
             return Err(EngineError::NotFound(format!("study {id} not found")));
@@ -257,9 +285,15 @@ impl Engine {
 
     /// Records a worker and returns the trials the coordinator believes it
     /// runs, so a worker that reconnects after a restart keeps them.
-    pub fn register(&self, worker: &WorkerId, slots: Vec<String>) -> Result<Vec<TrialId>, EngineError> {
+    pub fn register(
+        &self,
+        worker: &WorkerId,
+        slots: Vec<String>,
+    ) -> Result<Vec<TrialId>, EngineError> {
         if slots.is_empty() {
-            return Err(EngineError::InvalidArgument("a worker needs at least one slot".into()));
+            return Err(EngineError::InvalidArgument(
+                "a worker needs at least one slot".into(),
+            ));
         }
         lock(&self.inner.workers).insert(
             worker.clone(),
@@ -294,7 +328,10 @@ impl Engine {
 
     /// Number of slots of registered workers (for status displays).
     pub fn worker_slots(&self) -> usize {
-        lock(&self.inner.workers).values().map(|w| w.slots.len()).sum()
+        lock(&self.inner.workers)
+            .values()
+            .map(|w| w.slots.len())
+            .sum()
     }
 
     /// A trial for one free slot, from the studies in priority order and
@@ -334,7 +371,11 @@ impl Engine {
         write(&self.inner.studies).retain(|_, h| !h.tx.is_closed());
     }
 
-    pub async fn heartbeat(&self, worker: &WorkerId, trials: Vec<TrialId>) -> Result<Vec<TrialId>, EngineError> {
+    pub async fn heartbeat(
+        &self,
+        worker: &WorkerId,
+        trials: Vec<TrialId>,
+    ) -> Result<Vec<TrialId>, EngineError> {
         let mut by_study: BTreeMap<StudyId, Vec<u32>> = BTreeMap::new();
         for t in trials {
             by_study.entry(t.study).or_default().push(t.number);
@@ -343,7 +384,14 @@ impl Engine {
         for (study, numbers) in by_study {
             let worker = worker.clone();
             let all = numbers.clone();
-            match self.ask(study, |reply| Event::Heartbeat { worker, numbers, reply }).await {
+            match self
+                .ask(study, |reply| Event::Heartbeat {
+                    worker,
+                    numbers,
+                    reply,
+                })
+                .await
+            {
                 Ok(s) => stop.extend(s.into_iter().map(|number| TrialId { study, number })),
                 // The study is gone: nothing of it should run.
                 Err(_) => stop.extend(all.into_iter().map(|number| TrialId { study, number })),
@@ -399,7 +447,11 @@ impl Engine {
                 // The study has ended: a finish that repeats what is stored is
                 // answered; anything else is refused.
                 match self.inner.storage.trial(trial)? {
-                    Some(t) if t.state.is_terminal() && t.worker.as_ref() == Some(worker) && t.attempt == attempt => {
+                    Some(t)
+                        if t.state.is_terminal()
+                            && t.worker.as_ref() == Some(worker)
+                            && t.attempt == attempt =>
+                    {
                         return Ok(t.state);
                     }
                     _ => return Err(self.ended_trial(trial, e)),
@@ -416,9 +468,10 @@ impl Engine {
             Ok(None) if matches!(e, EngineError::FailedPrecondition(_)) => {
                 EngineError::NotFound(format!("trial {trial} not found"))
             }
-            Ok(Some(t)) if t.state.is_terminal() => {
-                EngineError::FailedPrecondition(format!("trial {trial} has already ended ({})", t.state))
-            }
+            Ok(Some(t)) if t.state.is_terminal() => EngineError::FailedPrecondition(format!(
+                "trial {trial} has already ended ({})",
+                t.state
+            )),
             _ => e,
         }
     }
@@ -474,12 +527,11 @@ pub fn summarize(record: &StudyRecord, trials: &[TrialRecord]) -> StudyInfo {
     let mut best: Option<&TrialRecord> = None;
     for t in trials {
         counts.add(t.state);
-        if t.state == TrialState::Completed {
-            if let Some(v) = t.value {
-                if best.and_then(|b| b.value).is_none_or(|b| dir.better(v, b)) {
-                    best = Some(t);
-                }
-            }
+        if t.state == TrialState::Completed
+            && let Some(v) = t.value
+            && best.and_then(|b| b.value).is_none_or(|b| dir.better(v, b))
+        {
+            best = Some(t);
         }
     }
     StudyInfo {

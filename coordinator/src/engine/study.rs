@@ -7,7 +7,8 @@ use crate::sampler::{self, Sampler, TrialView};
 use crate::storage::{Requeue, Storage, StudyRecord, TrialRecord};
 use hpo_proto::study::Scope;
 use hpo_proto::{
-    Assignment, Decision, MetricValues, Outcome, StudyId, StudyState, TrialId, TrialState, WorkerId, now_ms,
+    Assignment, Decision, MetricValues, Outcome, StudyId, StudyState, TrialId, TrialState,
+    WorkerId, now_ms,
 };
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -74,10 +75,10 @@ impl StudyActor {
                         stop_sent: false,
                     };
                     for m in storage.metrics(t.id)? {
-                        if m.attempt == t.attempt {
-                            if let Some(v) = m.values.get(&record.spec.objective.metric) {
-                                observe(&mut lease, &record, *v);
-                            }
+                        if m.attempt == t.attempt
+                            && let Some(v) = m.values.get(&record.spec.objective.metric)
+                        {
+                            observe(&mut lease, &record, *v);
                         }
                     }
                     running.insert(t.id.number, lease);
@@ -138,7 +139,11 @@ impl StudyActor {
             } => {
                 let _ = reply.send(self.on_report(&worker, number, attempt, step, &values));
             }
-            Event::Heartbeat { worker, numbers, reply } => {
+            Event::Heartbeat {
+                worker,
+                numbers,
+                reply,
+            } => {
                 let _ = reply.send(self.on_heartbeat(&worker, &numbers));
             }
             Event::Finish {
@@ -152,9 +157,8 @@ impl StudyActor {
             }
             Event::Cancel { reply } => {
                 let r = self.begin_stop(StudyState::Cancelled, "cancelled");
-                let r = r.and_then(|()| {
+                let r = r.map(|()| {
                     self.after_change();
-                    Ok(())
                 });
                 let _ = reply.send(r);
             }
@@ -231,12 +235,15 @@ impl StudyActor {
         let id = self.trial_id(number);
         match self.storage.trial(id) {
             Ok(None) => EngineError::NotFound(format!("trial {id} not found")),
-            Ok(Some(t)) if t.state.is_terminal() => {
-                EngineError::FailedPrecondition(format!("trial {id} has already ended ({})", t.state))
-            }
-            Ok(Some(t)) if t.state == TrialState::Waiting => EngineError::FailedPrecondition(format!(
-                "trial {id} is not leased to worker {worker} (it is waiting to be run again)"
+            Ok(Some(t)) if t.state.is_terminal() => EngineError::FailedPrecondition(format!(
+                "trial {id} has already ended ({})",
+                t.state
             )),
+            Ok(Some(t)) if t.state == TrialState::Waiting => {
+                EngineError::FailedPrecondition(format!(
+                    "trial {id} is not leased to worker {worker} (it is waiting to be run again)"
+                ))
+            }
             Ok(Some(t)) => EngineError::FailedPrecondition(format!(
                 "trial {id} attempt {attempt} is not leased to worker {worker} (attempt {} is)",
                 t.attempt
@@ -245,7 +252,12 @@ impl StudyActor {
         }
     }
 
-    fn lease_of(&mut self, number: u32, worker: &WorkerId, attempt: u32) -> Result<&mut Lease, EngineError> {
+    fn lease_of(
+        &mut self,
+        number: u32,
+        worker: &WorkerId,
+        attempt: u32,
+    ) -> Result<&mut Lease, EngineError> {
         let ok = self
             .running
             .get(&number)
@@ -329,10 +341,12 @@ impl StudyActor {
         if !self.running.contains_key(&number) {
             // A finish that repeats one already applied (a retried call, or a
             // trial the coordinator failed itself) is answered, not refused.
-            if let Some(t) = self.storage.trial(id)? {
-                if t.state.is_terminal() && t.worker.as_ref() == Some(worker) && t.attempt == attempt {
-                    return Ok(t.state);
-                }
+            if let Some(t) = self.storage.trial(id)?
+                && t.state.is_terminal()
+                && t.worker.as_ref() == Some(worker)
+                && t.attempt == attempt
+            {
+                return Ok(t.state);
             }
         }
         let epochs = self.record.spec.trainer.epochs;
@@ -342,10 +356,17 @@ impl StudyActor {
         let state = match outcome {
             Outcome::Interrupted => {
                 if self.stopping.is_some() {
-                    self.end_trial(number, stop_state(cancelled), "interrupted while the study was ending")?
+                    self.end_trial(
+                        number,
+                        stop_state(cancelled),
+                        "interrupted while the study was ending",
+                    )?
                 } else {
-                    self.storage
-                        .requeue_trial(id, Requeue::Interrupted, &format!("worker {worker} was interrupted"))?;
+                    self.storage.requeue_trial(
+                        id,
+                        Requeue::Interrupted,
+                        &format!("worker {worker} was interrupted"),
+                    )?;
                     self.running.remove(&number);
                     self.waiting += 1;
                     self.history[number as usize].state = TrialState::Waiting;
@@ -358,11 +379,22 @@ impl StudyActor {
                 if lease.last.is_none() {
                     let reason = format!("the trainer reported no `{metric}`");
                     self.end_trial(number, TrialState::Failed, &reason)?
-                } else if lease.reached_target || lease.last_step.unwrap_or(0) >= epochs || !lease.stop_sent {
+                } else if lease.reached_target
+                    || lease.last_step.unwrap_or(0) >= epochs
+                    || !lease.stop_sent
+                {
                     self.end_trial(number, TrialState::Completed, "")?
                 } else {
-                    let reason = self.stopping.as_ref().map(|(_, r)| r.clone()).unwrap_or_default();
-                    self.end_trial(number, stop_state(cancelled), &format!("study ended: {reason}"))?
+                    let reason = self
+                        .stopping
+                        .as_ref()
+                        .map(|(_, r)| r.clone())
+                        .unwrap_or_default();
+                    self.end_trial(
+                        number,
+                        stop_state(cancelled),
+                        &format!("study ended: {reason}"),
+                    )?
                 }
             }
         };
@@ -371,13 +403,23 @@ impl StudyActor {
     }
 
     /// Moves a leased trial to a terminal state with its objective value.
-    fn end_trial(&mut self, number: u32, state: TrialState, reason: &str) -> Result<TrialState, EngineError> {
+    fn end_trial(
+        &mut self,
+        number: u32,
+        state: TrialState,
+        reason: &str,
+    ) -> Result<TrialState, EngineError> {
         let id = self.trial_id(number);
-        let value = self.running.get(&number).and_then(|l| match self.record.spec.objective.scope {
-            Scope::Last => l.last,
-            Scope::Best => l.best,
-        });
-        let t = self.storage.finish_trial(id, state, value, reason, now_ms())?;
+        let value =
+            self.running
+                .get(&number)
+                .and_then(|l| match self.record.spec.objective.scope {
+                    Scope::Last => l.last,
+                    Scope::Best => l.best,
+                });
+        let t = self
+            .storage
+            .finish_trial(id, state, value, reason, now_ms())?;
         self.running.remove(&number);
         self.history[number as usize] = view(&t);
         tracing::info!(study = %self.record.id, trial = number, state = %state, value = ?value, reason, "trial ended");
@@ -395,7 +437,9 @@ impl StudyActor {
         let trial_state = stop_state(state == StudyState::Cancelled);
         for t in self.storage.trials(self.record.id)? {
             if t.state == TrialState::Waiting {
-                let t = self.storage.finish_trial(t.id, trial_state, None, reason, now_ms())?;
+                let t = self
+                    .storage
+                    .finish_trial(t.id, trial_state, None, reason, now_ms())?;
                 self.history[t.id.number as usize] = view(&t);
             }
         }
@@ -450,7 +494,10 @@ impl StudyActor {
         let lost = self.storage.trial(id)?.map_or(0, |t| t.lost_leases);
         let retries = self.record.spec.search.max_retries;
         if lost + 1 > retries {
-            let reason = format!("lost its worker {} time(s), more than max_retries = {retries}; last: {why}", lost + 1);
+            let reason = format!(
+                "lost its worker {} time(s), more than max_retries = {retries}; last: {why}",
+                lost + 1
+            );
             self.end_trial(number, TrialState::Failed, &reason)?;
         } else {
             self.storage.requeue_trial(id, Requeue::LeaseLost, &why)?;
@@ -477,7 +524,10 @@ impl StudyActor {
             None
         };
         if let Some((state, reason)) = end {
-            match self.storage.end_study(self.record.id, state, &reason, now_ms()) {
+            match self
+                .storage
+                .end_study(self.record.id, state, &reason, now_ms())
+            {
                 Ok(r) => {
                     tracing::info!(study = %self.record.id, state = %state, reason, "study ended");
                     self.record = r;
@@ -508,10 +558,10 @@ fn observe(lease: &mut Lease, record: &StudyRecord, v: f64) {
         Scope::Last => v,
         Scope::Best => lease.best.unwrap_or(v),
     };
-    if let Some(target) = record.spec.search.target {
-        if dir.reaches(value, target) {
-            lease.reached_target = true;
-        }
+    if let Some(target) = record.spec.search.target
+        && dir.reaches(value, target)
+    {
+        lease.reached_target = true;
     }
 }
 

@@ -34,7 +34,11 @@ fn run(s: &mut dyn Sampler, n: u32) -> Vec<Params> {
 }
 
 fn in_space(spec: &StudySpec, p: &Params) -> bool {
-    p.len() == spec.params.len() && spec.params.iter().all(|(k, s)| p.get(k).is_some_and(|v| s.contains(v)))
+    p.len() == spec.params.len()
+        && spec
+            .params
+            .iter()
+            .all(|(k, s)| p.get(k).is_some_and(|v| s.contains(v)))
 }
 
 #[test]

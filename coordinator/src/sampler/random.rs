@@ -17,7 +17,11 @@ pub struct RandomSampler {
 impl RandomSampler {
     pub fn new(spec: &StudySpec, seed: u64) -> Self {
         RandomSampler {
-            params: spec.params.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            params: spec
+                .params
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
             seed,
         }
     }

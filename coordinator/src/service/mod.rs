@@ -20,7 +20,9 @@ pub fn status(e: EngineError) -> Status {
         EngineError::FailedPrecondition(m) => Status::failed_precondition(m),
         EngineError::Unavailable => Status::unavailable(e.to_string()),
         EngineError::Internal(m) => Status::internal(m),
-        EngineError::Storage(StorageError::NotFound(m)) => Status::not_found(format!("{m} not found")),
+        EngineError::Storage(StorageError::NotFound(m)) => {
+            Status::not_found(format!("{m} not found"))
+        }
         EngineError::Storage(StorageError::Conflict(m)) => Status::failed_precondition(m),
         EngineError::Storage(e @ (StorageError::Backend(_) | StorageError::Corrupt(_))) => {
             tracing::error!(error = %e, "storage error");

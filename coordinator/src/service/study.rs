@@ -29,7 +29,10 @@ impl Api for StudyService {
         Ok(Response::new(pb::SubmitStudyResponse { study_id: id.0 }))
     }
 
-    async fn get_study(&self, req: Request<pb::GetStudyRequest>) -> Result<Response<pb::StudySummary>, Status> {
+    async fn get_study(
+        &self,
+        req: Request<pb::GetStudyRequest>,
+    ) -> Result<Response<pb::StudySummary>, Status> {
         let info = self
             .engine
             .study_info(StudyId(req.into_inner().study_id))

@@ -17,7 +17,10 @@ impl WorkerService {
 
 #[tonic::async_trait]
 impl Api for WorkerService {
-    async fn register(&self, req: Request<pb::RegisterRequest>) -> Result<Response<pb::RegisterResponse>, Status> {
+    async fn register(
+        &self,
+        req: Request<pb::RegisterRequest>,
+    ) -> Result<Response<pb::RegisterResponse>, Status> {
         let req = req.into_inner();
         if req.protocol_version != PROTOCOL_VERSION {
             return Err(Status::failed_precondition(format!(
@@ -48,12 +51,19 @@ impl Api for WorkerService {
         }))
     }
 
-    async fn heartbeat(&self, req: Request<pb::HeartbeatRequest>) -> Result<Response<pb::HeartbeatResponse>, Status> {
+    async fn heartbeat(
+        &self,
+        req: Request<pb::HeartbeatRequest>,
+    ) -> Result<Response<pb::HeartbeatResponse>, Status> {
         let req = req.into_inner();
         let worker = worker_id(req.worker_id).map_err(bad_request)?;
         let known = self.engine.is_known(&worker);
         let trials: Vec<TrialId> = req.trials.into_iter().map(Into::into).collect();
-        let stop = self.engine.heartbeat(&worker, trials).await.map_err(status)?;
+        let stop = self
+            .engine
+            .heartbeat(&worker, trials)
+            .await
+            .map_err(status)?;
         Ok(Response::new(pb::HeartbeatResponse {
             stop: stop.into_iter().map(Into::into).collect(),
             known,

@@ -27,7 +27,9 @@ x = { type = "float", low = 0.0, high = 1.0 }
 }
 
 fn params(x: f64) -> Params {
-    [("x".to_string(), ParamValue::Float(x))].into_iter().collect()
+    [("x".to_string(), ParamValue::Float(x))]
+        .into_iter()
+        .collect()
 }
 
 fn w(name: &str) -> WorkerId {
@@ -44,7 +46,9 @@ pub fn studies_get_sequential_ids_and_end_once(s: &dyn Storage) {
     assert!(b.id > a.id);
     assert_eq!(s.study(a.id).unwrap().unwrap().study_toml, "toml a");
     assert_eq!(s.studies().unwrap().len(), 2);
-    let ended = s.end_study(a.id, StudyState::Cancelled, "cancelled", 20).unwrap();
+    let ended = s
+        .end_study(a.id, StudyState::Cancelled, "cancelled", 20)
+        .unwrap();
     assert_eq!(ended.state, StudyState::Cancelled);
     assert!(matches!(
         s.end_study(a.id, StudyState::Completed, "max_trials", 21),
@@ -65,14 +69,20 @@ pub fn trials_are_numbered_and_claimed_in_order(s: &dyn Storage) {
         assert_eq!(t.state, TrialState::Waiting);
     }
     let c = s.claim_trial(st.id, &w("w1"), 6).unwrap().unwrap();
-    assert_eq!((c.id.number, c.attempt, c.state), (0, 1, TrialState::Running));
+    assert_eq!(
+        (c.id.number, c.attempt, c.state),
+        (0, 1, TrialState::Running)
+    );
     assert_eq!(c.worker, Some(w("w1")));
     let c = s.claim_trial(st.id, &w("w2"), 6).unwrap().unwrap();
     assert_eq!(c.id.number, 1);
     let c = s.claim_trial(st.id, &w("w1"), 6).unwrap().unwrap();
     assert_eq!(c.id.number, 2);
     assert!(s.claim_trial(st.id, &w("w1"), 6).unwrap().is_none());
-    assert!(matches!(s.create_trial(StudyId(999), params(0.0), 1), Err(StorageError::NotFound(_))));
+    assert!(matches!(
+        s.create_trial(StudyId(999), params(0.0), 1),
+        Err(StorageError::NotFound(_))
+    ));
 }
 
 pub fn claims_from_many_threads_never_collide(s: &dyn Storage) {
@@ -101,16 +111,25 @@ pub fn metrics_are_idempotent_per_attempt_and_step(s: &dyn Storage) {
     let st = s.create_study(spec(), String::new(), 1, 0).unwrap();
     let t = s.create_trial(st.id, params(0.5), 0).unwrap();
     // Not running yet.
-    assert!(matches!(s.append_metrics(t.id, 1, 1, &values(1.0)), Err(StorageError::Conflict(_))));
+    assert!(matches!(
+        s.append_metrics(t.id, 1, 1, &values(1.0)),
+        Err(StorageError::Conflict(_))
+    ));
     s.claim_trial(st.id, &w("w"), 1).unwrap();
     assert!(s.append_metrics(t.id, 1, 1, &values(1.0)).unwrap());
     assert!(!s.append_metrics(t.id, 1, 1, &values(9.0)).unwrap());
     assert!(s.append_metrics(t.id, 1, 2, &values(0.5)).unwrap());
     // A stale attempt is refused.
-    assert!(matches!(s.append_metrics(t.id, 2, 3, &values(0.1)), Err(StorageError::Conflict(_))));
+    assert!(matches!(
+        s.append_metrics(t.id, 2, 3, &values(0.1)),
+        Err(StorageError::Conflict(_))
+    ));
     let m = s.metrics(t.id).unwrap();
     assert_eq!(m.len(), 2);
-    assert_eq!(m[0].values["loss"], 1.0, "the first report of a step is kept");
+    assert_eq!(
+        m[0].values["loss"], 1.0,
+        "the first report of a step is kept"
+    );
     assert_eq!(s.trial(t.id).unwrap().unwrap().last_step, Some(2));
 }
 
@@ -119,40 +138,75 @@ pub fn requeue_keeps_history_and_counts_lost_leases(s: &dyn Storage) {
     let t = s.create_trial(st.id, params(0.5), 0).unwrap();
     s.claim_trial(st.id, &w("a"), 1).unwrap();
     s.append_metrics(t.id, 1, 1, &values(1.0)).unwrap();
-    let r = s.requeue_trial(t.id, Requeue::LeaseLost, "worker a vanished").unwrap();
-    assert_eq!((r.state, r.lost_leases, r.attempt), (TrialState::Waiting, 1, 1));
-    assert!(matches!(s.requeue_trial(t.id, Requeue::LeaseLost, "again"), Err(StorageError::Conflict(_))));
+    let r = s
+        .requeue_trial(t.id, Requeue::LeaseLost, "worker a vanished")
+        .unwrap();
+    assert_eq!(
+        (r.state, r.lost_leases, r.attempt),
+        (TrialState::Waiting, 1, 1)
+    );
+    assert!(matches!(
+        s.requeue_trial(t.id, Requeue::LeaseLost, "again"),
+        Err(StorageError::Conflict(_))
+    ));
     let c = s.claim_trial(st.id, &w("b"), 2).unwrap().unwrap();
     assert_eq!((c.attempt, c.last_step), (2, None));
     s.append_metrics(t.id, 2, 1, &values(0.9)).unwrap();
-    let r = s.requeue_trial(t.id, Requeue::Interrupted, "worker b shut down").unwrap();
+    let r = s
+        .requeue_trial(t.id, Requeue::Interrupted, "worker b shut down")
+        .unwrap();
     assert_eq!(r.lost_leases, 1, "an interruption is not a lost lease");
-    assert_eq!(s.metrics(t.id).unwrap().len(), 2, "both attempts' metrics are kept");
+    assert_eq!(
+        s.metrics(t.id).unwrap().len(),
+        2,
+        "both attempts' metrics are kept"
+    );
 }
 
 pub fn finish_refuses_terminal_trials(s: &dyn Storage) {
     let st = s.create_study(spec(), String::new(), 1, 0).unwrap();
     let t = s.create_trial(st.id, params(0.5), 0).unwrap();
     s.claim_trial(st.id, &w("a"), 1).unwrap();
-    let f = s.finish_trial(t.id, TrialState::Completed, Some(0.25), "", 9).unwrap();
-    assert_eq!((f.state, f.value, f.ended_at_ms), (TrialState::Completed, Some(0.25), 9));
+    let f = s
+        .finish_trial(t.id, TrialState::Completed, Some(0.25), "", 9)
+        .unwrap();
+    assert_eq!(
+        (f.state, f.value, f.ended_at_ms),
+        (TrialState::Completed, Some(0.25), 9)
+    );
     assert!(matches!(
         s.finish_trial(t.id, TrialState::Failed, None, "late", 10),
         Err(StorageError::Conflict(_))
     ));
-    assert!(matches!(s.append_metrics(t.id, 1, 2, &values(0.1)), Err(StorageError::Conflict(_))));
+    assert!(matches!(
+        s.append_metrics(t.id, 1, 2, &values(0.1)),
+        Err(StorageError::Conflict(_))
+    ));
     let again = s.trial(t.id).unwrap().unwrap();
-    assert_eq!((again.state, again.value), (TrialState::Completed, Some(0.25)));
+    assert_eq!(
+        (again.state, again.value),
+        (TrialState::Completed, Some(0.25))
+    );
     assert!(matches!(
         s.finish_trial(t.id, TrialState::Running, None, "", 1),
         Err(StorageError::Conflict(_))
     ));
     // A waiting trial can be cancelled without ever running.
     let t2 = s.create_trial(st.id, params(0.1), 0).unwrap();
-    s.finish_trial(t2.id, TrialState::Cancelled, None, "cancelled", 3).unwrap();
+    s.finish_trial(t2.id, TrialState::Cancelled, None, "cancelled", 3)
+        .unwrap();
     assert!(s.claim_trial(st.id, &w("a"), 4).unwrap().is_none());
     assert!(matches!(
-        s.finish_trial(TrialId { study: st.id, number: 77 }, TrialState::Failed, None, "", 1),
+        s.finish_trial(
+            TrialId {
+                study: st.id,
+                number: 77
+            },
+            TrialState::Failed,
+            None,
+            "",
+            1
+        ),
         Err(StorageError::NotFound(_))
     ));
 }
@@ -237,6 +291,12 @@ fn sled_keeps_everything_across_reopen() {
     assert_eq!(s.trial(trial).unwrap().unwrap().state, TrialState::Running);
     assert_eq!(s.metrics(trial).unwrap()[0].values["loss"], 0.7);
     // The waiting index was rebuilt: trial 1 is still claimable.
-    assert_eq!(s.claim_trial(study, &w("b"), 2).unwrap().unwrap().id.number, 1);
-    assert_eq!(s.create_study(spec(), String::new(), 1, 0).unwrap().id.0, study.0 + 1);
+    assert_eq!(
+        s.claim_trial(study, &w("b"), 2).unwrap().unwrap().id.number,
+        1
+    );
+    assert_eq!(
+        s.create_study(spec(), String::new(), 1, 0).unwrap().id.0,
+        study.0 + 1
+    );
 }

@@ -31,7 +31,7 @@ impl MemoryStorage {
     }
 }
 
-fn trial_mut<'a>(inner: &'a mut Inner, id: TrialId) -> Result<&'a mut TrialRecord> {
+fn trial_mut(inner: &mut Inner, id: TrialId) -> Result<&mut TrialRecord> {
     inner
         .trials
         .get_mut(&id)
@@ -39,7 +39,13 @@ fn trial_mut<'a>(inner: &'a mut Inner, id: TrialId) -> Result<&'a mut TrialRecor
 }
 
 impl Storage for MemoryStorage {
-    fn create_study(&self, spec: StudySpec, study_toml: String, seed: u64, now_ms: i64) -> Result<StudyRecord> {
+    fn create_study(
+        &self,
+        spec: StudySpec,
+        study_toml: String,
+        seed: u64,
+        now_ms: i64,
+    ) -> Result<StudyRecord> {
         let mut inner = self.lock();
         inner.next_study += 1;
         let id = StudyId(inner.next_study);
@@ -66,7 +72,13 @@ impl Storage for MemoryStorage {
         Ok(self.lock().studies.values().cloned().collect())
     }
 
-    fn end_study(&self, id: StudyId, state: StudyState, reason: &str, now_ms: i64) -> Result<StudyRecord> {
+    fn end_study(
+        &self,
+        id: StudyId,
+        state: StudyState,
+        reason: &str,
+        now_ms: i64,
+    ) -> Result<StudyRecord> {
         let mut inner = self.lock();
         let s = inner
             .studies
@@ -86,7 +98,12 @@ impl Storage for MemoryStorage {
         }
         let number = inner
             .trials
-            .range(TrialId { study, number: 0 }..=TrialId { study, number: u32::MAX })
+            .range(
+                TrialId { study, number: 0 }..=TrialId {
+                    study,
+                    number: u32::MAX,
+                },
+            )
             .next_back()
             .map(|(id, _)| id.number + 1)
             .unwrap_or(0);
@@ -95,11 +112,21 @@ impl Storage for MemoryStorage {
         Ok(t)
     }
 
-    fn claim_trial(&self, study: StudyId, worker: &WorkerId, now_ms: i64) -> Result<Option<TrialRecord>> {
+    fn claim_trial(
+        &self,
+        study: StudyId,
+        worker: &WorkerId,
+        now_ms: i64,
+    ) -> Result<Option<TrialRecord>> {
         let mut inner = self.lock();
         let found = inner
             .trials
-            .range_mut(TrialId { study, number: 0 }..=TrialId { study, number: u32::MAX })
+            .range_mut(
+                TrialId { study, number: 0 }..=TrialId {
+                    study,
+                    number: u32::MAX,
+                },
+            )
             .map(|(_, t)| t)
             .find(|t| t.state == TrialState::Waiting);
         Ok(found.map(|t| {
@@ -116,12 +143,23 @@ impl Storage for MemoryStorage {
         Ok(self
             .lock()
             .trials
-            .range(TrialId { study, number: 0 }..=TrialId { study, number: u32::MAX })
+            .range(
+                TrialId { study, number: 0 }..=TrialId {
+                    study,
+                    number: u32::MAX,
+                },
+            )
             .map(|(_, t)| t.clone())
             .collect())
     }
 
-    fn append_metrics(&self, id: TrialId, attempt: u32, step: u32, values: &MetricValues) -> Result<bool> {
+    fn append_metrics(
+        &self,
+        id: TrialId,
+        attempt: u32,
+        step: u32,
+        values: &MetricValues,
+    ) -> Result<bool> {
         let mut inner = self.lock();
         let t = trial_mut(&mut inner, id)?;
         rules::check_append(t, attempt)?;
@@ -154,7 +192,14 @@ impl Storage for MemoryStorage {
         Ok(t.clone())
     }
 
-    fn finish_trial(&self, id: TrialId, state: TrialState, value: Option<f64>, reason: &str, now_ms: i64) -> Result<TrialRecord> {
+    fn finish_trial(
+        &self,
+        id: TrialId,
+        state: TrialState,
+        value: Option<f64>,
+        reason: &str,
+        now_ms: i64,
+    ) -> Result<TrialRecord> {
         let mut inner = self.lock();
         let t = trial_mut(&mut inner, id)?;
         rules::check_finish(t, state)?;

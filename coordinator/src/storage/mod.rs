@@ -14,7 +14,9 @@ pub use self::memory::MemoryStorage;
 pub use self::sled::SledStorage;
 
 use hpo_proto::study::StudySpec;
-use hpo_proto::{MetricPoint, MetricValues, Params, StudyId, StudyState, TrialId, TrialState, WorkerId};
+use hpo_proto::{
+    MetricPoint, MetricValues, Params, StudyId, StudyState, TrialId, TrialState, WorkerId,
+};
 use serde::{Deserialize, Serialize};
 
 /// Version of the stored record layout; records carry it so a later release
@@ -97,7 +99,13 @@ pub trait Storage: Send + Sync + 'static {
     fn studies(&self) -> Result<Vec<StudyRecord>>;
 
     /// Running -> completed or cancelled. Refuses a study that already ended.
-    fn end_study(&self, id: StudyId, state: StudyState, reason: &str, now_ms: i64) -> Result<StudyRecord>;
+    fn end_study(
+        &self,
+        id: StudyId,
+        state: StudyState,
+        reason: &str,
+        now_ms: i64,
+    ) -> Result<StudyRecord>;
 
     /// Adds a waiting trial numbered one past the study's highest.
     fn create_trial(&self, study: StudyId, params: Params, now_ms: i64) -> Result<TrialRecord>;
@@ -105,7 +113,12 @@ pub trait Storage: Send + Sync + 'static {
     /// Atomically moves the study's lowest-numbered waiting trial to running
     /// for `worker`, incrementing its attempt. Two concurrent callers never get
     /// the same trial. None when nothing waits.
-    fn claim_trial(&self, study: StudyId, worker: &WorkerId, now_ms: i64) -> Result<Option<TrialRecord>>;
+    fn claim_trial(
+        &self,
+        study: StudyId,
+        worker: &WorkerId,
+        now_ms: i64,
+    ) -> Result<Option<TrialRecord>>;
 
     fn trial(&self, id: TrialId) -> Result<Option<TrialRecord>>;
 
@@ -116,7 +129,13 @@ pub trait Storage: Send + Sync + 'static {
     /// a second report of the same (attempt, step) keeps the first and returns
     /// false. Refuses a trial that is not running or an attempt that is not
     /// its current one. Updates the trial's `last_step`.
-    fn append_metrics(&self, id: TrialId, attempt: u32, step: u32, values: &MetricValues) -> Result<bool>;
+    fn append_metrics(
+        &self,
+        id: TrialId,
+        attempt: u32,
+        step: u32,
+        values: &MetricValues,
+    ) -> Result<bool>;
 
     /// Every stored metric point of a trial, by (attempt, step).
     fn metrics(&self, id: TrialId) -> Result<Vec<MetricPoint>>;
@@ -201,7 +220,13 @@ pub(crate) mod rules {
         t.reason = reason.to_string();
     }
 
-    pub fn apply_finish(t: &mut TrialRecord, state: TrialState, value: Option<f64>, reason: &str, now_ms: i64) {
+    pub fn apply_finish(
+        t: &mut TrialRecord,
+        state: TrialState,
+        value: Option<f64>,
+        reason: &str,
+        now_ms: i64,
+    ) {
         t.state = state;
         t.value = value;
         t.reason = reason.to_string();
@@ -228,7 +253,10 @@ pub(crate) mod rules {
 
     pub fn check_end_study(s: &StudyRecord, state: StudyState) -> Result<()> {
         if state == StudyState::Running {
-            return Err(StorageError::Conflict(format!("study {} cannot be ended as running", s.id)));
+            return Err(StorageError::Conflict(format!(
+                "study {} cannot be ended as running",
+                s.id
+            )));
         }
         if s.state != StudyState::Running {
             return Err(StorageError::Conflict(format!(

@@ -90,7 +90,8 @@ impl SledStorage {
                 }
             }
             None => {
-                meta.insert("schema", encode(&SCHEMA_VERSION)?).map_err(backend)?;
+                meta.insert("schema", encode(&SCHEMA_VERSION)?)
+                    .map_err(backend)?;
             }
         }
         let store = SledStorage {
@@ -132,7 +133,9 @@ impl SledStorage {
     }
 
     fn save_trial(&self, t: &TrialRecord) -> Result<()> {
-        self.trials.insert(trial_key(t.id), encode(t)?).map_err(backend)?;
+        self.trials
+            .insert(trial_key(t.id), encode(t)?)
+            .map_err(backend)?;
         if t.state == TrialState::Waiting {
             self.waiting.insert(trial_key(t.id), &[]).map_err(backend)?;
         } else {
@@ -151,7 +154,13 @@ impl SledStorage {
 }
 
 impl Storage for SledStorage {
-    fn create_study(&self, spec: StudySpec, study_toml: String, seed: u64, now_ms: i64) -> Result<StudyRecord> {
+    fn create_study(
+        &self,
+        spec: StudySpec,
+        study_toml: String,
+        seed: u64,
+        now_ms: i64,
+    ) -> Result<StudyRecord> {
         let _g = self.lock();
         let next = match self.studies.last().map_err(backend)? {
             Some((k, _)) => {
@@ -172,7 +181,9 @@ impl Storage for SledStorage {
             created_at_ms: now_ms,
             ended_at_ms: 0,
         };
-        self.studies.insert(study_key(record.id), encode(&record)?).map_err(backend)?;
+        self.studies
+            .insert(study_key(record.id), encode(&record)?)
+            .map_err(backend)?;
         Ok(record)
     }
 
@@ -190,7 +201,13 @@ impl Storage for SledStorage {
             .collect()
     }
 
-    fn end_study(&self, id: StudyId, state: StudyState, reason: &str, now_ms: i64) -> Result<StudyRecord> {
+    fn end_study(
+        &self,
+        id: StudyId,
+        state: StudyState,
+        reason: &str,
+        now_ms: i64,
+    ) -> Result<StudyRecord> {
         let _g = self.lock();
         let mut s = self
             .load_study(id)?
@@ -199,7 +216,9 @@ impl Storage for SledStorage {
         s.state = state;
         s.end_reason = reason.to_string();
         s.ended_at_ms = now_ms;
-        self.studies.insert(study_key(id), encode(&s)?).map_err(backend)?;
+        self.studies
+            .insert(study_key(id), encode(&s)?)
+            .map_err(backend)?;
         Ok(s)
     }
 
@@ -217,7 +236,12 @@ impl Storage for SledStorage {
         Ok(t)
     }
 
-    fn claim_trial(&self, study: StudyId, worker: &WorkerId, now_ms: i64) -> Result<Option<TrialRecord>> {
+    fn claim_trial(
+        &self,
+        study: StudyId,
+        worker: &WorkerId,
+        now_ms: i64,
+    ) -> Result<Option<TrialRecord>> {
         let _g = self.lock();
         let Some(first) = self.waiting.scan_prefix(study_key(study)).next() else {
             return Ok(None);
@@ -253,13 +277,23 @@ impl Storage for SledStorage {
             .collect()
     }
 
-    fn append_metrics(&self, id: TrialId, attempt: u32, step: u32, values: &MetricValues) -> Result<bool> {
+    fn append_metrics(
+        &self,
+        id: TrialId,
+        attempt: u32,
+        step: u32,
+        values: &MetricValues,
+    ) -> Result<bool> {
         let _g = self.lock();
         let mut t = self.load_trial(id)?;
         rules::check_append(&t, attempt)?;
         let fresh = self
             .metrics
-            .compare_and_swap(metric_key(id, attempt, step), None as Option<&[u8]>, Some(encode(values)?))
+            .compare_and_swap(
+                metric_key(id, attempt, step),
+                None as Option<&[u8]>,
+                Some(encode(values)?),
+            )
             .map_err(backend)?
             .is_ok();
         let last = Some(t.last_step.map_or(step, |s| s.max(step)));
@@ -301,7 +335,14 @@ impl Storage for SledStorage {
         Ok(t)
     }
 
-    fn finish_trial(&self, id: TrialId, state: TrialState, value: Option<f64>, reason: &str, now_ms: i64) -> Result<TrialRecord> {
+    fn finish_trial(
+        &self,
+        id: TrialId,
+        state: TrialState,
+        value: Option<f64>,
+        reason: &str,
+        now_ms: i64,
+    ) -> Result<TrialRecord> {
         let _g = self.lock();
         let mut t = self.load_trial(id)?;
         rules::check_finish(&t, state)?;

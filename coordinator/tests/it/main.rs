@@ -69,7 +69,13 @@ impl Server {
 }
 
 /// A study file for the simulated trainer.
-pub fn study(algorithm: &str, max_trials: u32, max_parallel: u32, extra_search: &str, params: &str) -> String {
+pub fn study(
+    algorithm: &str,
+    max_trials: u32,
+    max_parallel: u32,
+    extra_search: &str,
+    params: &str,
+) -> String {
     format!(
         r#"
 name = "it"
@@ -106,7 +112,10 @@ pub async fn wait_ended(client: &Client, id: StudyId, limit: Duration) -> hpo_pr
         if info.state != hpo_proto::StudyState::Running {
             return info;
         }
-        assert!(start.elapsed() < limit, "study {id} still running after {limit:?}: {info:?}");
+        assert!(
+            start.elapsed() < limit,
+            "study {id} still running after {limit:?}: {info:?}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -115,7 +124,11 @@ pub async fn wait_ended(client: &Client, id: StudyId, limit: Duration) -> hpo_pr
 pub async fn run_trial(w: &WorkerClient, a: &hpo_proto::Assignment) {
     for step in 1..=a.trainer.epochs {
         let x = a.params.get("x").and_then(|v| v.as_f64()).unwrap_or(0.0);
-        w.report(a.trial, a.attempt, step, &loss(x / step as f64)).await.unwrap();
+        w.report(a.trial, a.attempt, step, &loss(x / step as f64))
+            .await
+            .unwrap();
     }
-    w.finish(a.trial, a.attempt, &hpo_proto::Outcome::Completed).await.unwrap();
+    w.finish(a.trial, a.attempt, &hpo_proto::Outcome::Completed)
+        .await
+        .unwrap();
 }

@@ -26,7 +26,9 @@ optimizer = { type = "categorical", choices = ["adam", "sgd"] }
 "#;
 
 fn err(text: &str) -> String {
-    StudySpec::parse(text, "study.toml").unwrap_err().to_string()
+    StudySpec::parse(text, "study.toml")
+        .unwrap_err()
+        .to_string()
 }
 
 #[test]
@@ -43,10 +45,18 @@ fn parses_the_reference_study() {
     assert_eq!(s.search.target, Some(0.9));
     assert_eq!(s.search.max_retries, 2);
     assert_eq!(s.trainer.epochs, 10);
-    assert_eq!(s.trainer.settings.get("batch_size"), Some(&ParamValue::Int(128)));
+    assert_eq!(
+        s.trainer.settings.get("batch_size"),
+        Some(&ParamValue::Int(128))
+    );
     assert_eq!(
         s.params.get("hidden"),
-        Some(&ParamSpec::Int { low: 32, high: 512, log: false, step: 32 })
+        Some(&ParamSpec::Int {
+            low: 32,
+            high: 512,
+            log: false,
+            step: 32
+        })
     );
     assert_eq!(s.params.len(), 3);
 }
@@ -54,14 +64,20 @@ fn parses_the_reference_study() {
 #[test]
 fn log_float_needs_positive_low() {
     let text = GOOD.replace("low = 1e-4", "low = 0.0");
-    assert_eq!(err(&text), "study.toml: params.lr.low: must be > 0 when log = true");
+    assert_eq!(
+        err(&text),
+        "study.toml: params.lr.low: must be > 0 when log = true"
+    );
 }
 
 #[test]
 fn unknown_keys_are_rejected_with_their_path() {
     let text = GOOD.replace("max_parallel = 4", "max_paralel = 4");
     let e = err(&text);
-    assert!(e.starts_with("study.toml: search.max_paralel: unknown key"), "{e}");
+    assert!(
+        e.starts_with("study.toml: search.max_paralel: unknown key"),
+        "{e}"
+    );
     let text = format!("colour = \"red\"\n{GOOD}");
     assert!(err(&text).starts_with("study.toml: colour: unknown key"));
 }
@@ -70,7 +86,10 @@ fn unknown_keys_are_rejected_with_their_path() {
 fn parameters_unknown_to_the_trainer_are_rejected() {
     let text = GOOD.replace("hidden = {", "hiden = {");
     let e = err(&text);
-    assert!(e.starts_with("study.toml: params.hiden: trainer `mlp` has no parameter `hiden`"), "{e}");
+    assert!(
+        e.starts_with("study.toml: params.hiden: trainer `mlp` has no parameter `hiden`"),
+        "{e}"
+    );
     let text = GOOD.replace("batch_size = 128", "batchsize = 128");
     assert!(err(&text).starts_with("study.toml: trainer.batchsize: unknown setting"));
 }
@@ -79,7 +98,10 @@ fn parameters_unknown_to_the_trainer_are_rejected() {
 fn values_the_trainer_cannot_take_are_rejected() {
     let text = GOOD.replace("[\"adam\", \"sgd\"]", "[\"adam\", \"rmsprop\"]");
     let e = err(&text);
-    assert!(e.contains("params.optimizer: unknown value \"rmsprop\""), "{e}");
+    assert!(
+        e.contains("params.optimizer: unknown value \"rmsprop\""),
+        "{e}"
+    );
     let text = GOOD.replace("type = \"int\", low = 32", "type = \"float\", low = 32");
     assert!(err(&text).contains("params.hidden: expected type = \"int\""));
 }
@@ -87,7 +109,10 @@ fn values_the_trainer_cannot_take_are_rejected() {
 #[test]
 fn type_errors_name_the_key_and_expectation() {
     let text = GOOD.replace("epochs = 10", "epochs = \"ten\"");
-    assert_eq!(err(&text), "study.toml: trainer.epochs: expected an integer, got a string");
+    assert_eq!(
+        err(&text),
+        "study.toml: trainer.epochs: expected an integer, got a string"
+    );
     let text = GOOD.replace("direction = \"maximize\"", "direction = \"up\"");
     assert_eq!(
         err(&text),
@@ -102,7 +127,10 @@ fn missing_sections_and_keys_are_named() {
     let text = GOOD.replace("[objective]", "[objectiv]");
     assert!(err(&text).starts_with("study.toml: objectiv: unknown key"));
     let text = GOOD.replace("metric = \"val_accuracy\"\n", "");
-    assert_eq!(err(&text), "study.toml: objective.metric: missing (expected a string)");
+    assert_eq!(
+        err(&text),
+        "study.toml: objective.metric: missing (expected a string)"
+    );
 }
 
 #[test]
@@ -138,7 +166,12 @@ fn grid_needs_finite_parameters_and_defaults_max_trials_to_its_size() {
 
 #[test]
 fn grid_values_cover_float_steps_exactly() {
-    let p = ParamSpec::Float { low: 0.0, high: 1.0, log: false, step: Some(0.25) };
+    let p = ParamSpec::Float {
+        low: 0.0,
+        high: 1.0,
+        log: false,
+        step: Some(0.25),
+    };
     let v = p.grid_values().unwrap();
     assert_eq!(v.len(), 5);
     assert_eq!(v[4], ParamValue::Float(1.0));

@@ -46,7 +46,9 @@ impl Trainer for SimulatedTrainer {
                 std::thread::sleep(Duration::from_millis(step_ms));
             }
             if fail_at == Some(step as i64) {
-                return Err(TrainError::Other(format!("simulated failure at step {step}")));
+                return Err(TrainError::Other(format!(
+                    "simulated failure at step {step}"
+                )));
             }
             let loss = simulated_loss(job, step);
             let values: MetricValues = [

@@ -1,0 +1,123 @@
+use super::*;
+
+#[test]
+fn an_invalid_study_file_exits_2_naming_file_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("quickstart.toml");
+    let good = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../examples/quickstart.toml"
+    ))
+    .unwrap();
+    let bad = good.replace(
+        "lr = [1e-2, 1e-3, 1e-4]",
+        "lr = { type = \"float\", low = 0.0, high = 0.1, log = true }",
+    );
+    assert_ne!(good, bad);
+    std::fs::write(&path, bad).unwrap();
+    for cmd in ["submit", "run"] {
+        let out = hpo()
+            .arg(cmd)
+            .arg(&path)
+            .args(
+                ["--coordinator", "http://127.0.0.1:1"]
+                    .iter()
+                    .take(if cmd == "submit" { 2 } else { 0 }),
+            )
+            .args(["--data-dir"].iter().take(if cmd == "run" { 1 } else { 0 }))
+            .args(
+                [dir.path().join("d").to_str().unwrap()]
+                    .iter()
+                    .take(if cmd == "run" { 1 } else { 0 }),
+            )
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{cmd}: {}", text(&out.stderr));
+        let err = text(&out.stderr);
+        assert_eq!(
+            err.trim(),
+            "error: quickstart.toml: params.lr.low: must be > 0 when log = true",
+            "{cmd}"
+        );
+    }
+    let out = hpo()
+        .arg("submit")
+        .arg(dir.path().join("missing.toml"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("missing.toml: cannot read"));
+}
+
+#[test]
+fn an_unreachable_coordinator_gets_one_line_naming_the_url() {
+    let url = format!("http://127.0.0.1:{}", free_port());
+    let out = run(&["status", "--coordinator", &url]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains(&url) && err.contains("hpo server"), "{err}");
+    // The environment variable works as the flag does.
+    let out = hpo()
+        .args(["status"])
+        .env("HPO_COORDINATOR", &url)
+        .output()
+        .unwrap();
+    assert!(text(&out.stderr).contains(&url));
+}
+
+#[test]
+fn every_command_has_help_with_an_example() {
+    for cmd in [
+        "run", "server", "worker", "submit", "status", "trials", "best", "cancel",
+    ] {
+        let out = run(&[cmd, "--help"]);
+        assert!(out.status.success(), "{cmd}");
+        let help = text(&out.stdout);
+        assert!(
+            help.contains("Example: hpo"),
+            "{cmd} --help has no example:\n{help}"
+        );
+    }
+}
+
+#[test]
+fn hpo_run_trains_real_mlps_and_prints_the_best() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("spirals.toml");
+    std::fs::write(
+        &path,
+        r#"
+name = "spirals"
+seed = 1
+[objective]
+metric = "val_accuracy"
+direction = "maximize"
+[search]
+algorithm = "random"
+max_trials = 3
+max_parallel = 2
+[trainer]
+kind = "mlp"
+dataset = "synthetic:spirals"
+epochs = 2
+[params]
+hidden = { type = "int", low = 16, high = 64, step = 16 }
+lr = [1e-2, 3e-3]
+"#,
+    )
+    .unwrap();
+    let out = hpo()
+        .arg("run")
+        .arg(&path)
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .env("HPO_LOG", "warn")
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("3/3 done: 3 completed"), "{stdout}");
+    assert!(stdout.contains("best trial"), "{stdout}");
+    assert!(stdout.contains("hidden = "), "{stdout}");
+}

@@ -1,0 +1,175 @@
+//! The `hpo` binary as users run it: separate server and worker processes,
+//! `kill -9` of the coordinator, SIGTERM of a worker, exit codes and output.
+#![allow(clippy::unwrap_used)]
+
+mod commands;
+mod processes;
+
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub fn hpo() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_hpo"));
+    c.env_remove("HPO_COORDINATOR").env("HPO_LOG", "info");
+    c
+}
+
+pub fn run(args: &[&str]) -> Output {
+    hpo().args(args).output().unwrap()
+}
+
+pub fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// A child process killed (SIGKILL) when dropped, so a failing test leaves
+/// nothing behind.
+pub struct Proc(pub Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Proc {
+    pub fn pid(&self) -> u32 {
+        self.0.id()
+    }
+
+    pub fn kill9(&mut self) {
+        self.0.kill().unwrap();
+        self.0.wait().unwrap();
+    }
+
+    pub fn sigterm(&self) {
+        let ok = Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    }
+
+    /// Waits for the process to exit by itself.
+    pub fn wait_exit(&mut self, limit: Duration) -> std::process::ExitStatus {
+        let start = Instant::now();
+        loop {
+            if let Some(s) = self.0.try_wait().unwrap() {
+                return s;
+            }
+            assert!(
+                start.elapsed() < limit,
+                "process {} did not exit within {limit:?}",
+                self.pid()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub fn server(port: u16, data: &Path, log: &Path) -> Proc {
+    let log = std::fs::File::create(log).unwrap();
+    Proc(
+        hpo()
+            .args([
+                "server",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--lease-ttl",
+                "3s",
+                "--data-dir",
+            ])
+            .arg(data)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    )
+}
+
+pub fn worker(url: &str, id: &str, devices: &str, log: &Path) -> Proc {
+    let log = std::fs::File::create(log).unwrap();
+    Proc(
+        hpo()
+            .args([
+                "worker",
+                "--coordinator",
+                url,
+                "--devices",
+                devices,
+                "--id",
+                id,
+            ])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    )
+}
+
+/// Polls `hpo trials ID --format json` until `done` accepts it.
+pub fn wait_trials(
+    url: &str,
+    study: &str,
+    limit: Duration,
+    done: impl Fn(&[serde_json::Value]) -> bool,
+) -> Vec<serde_json::Value> {
+    let start = Instant::now();
+    loop {
+        let out = run(&["trials", study, "--format", "json", "--coordinator", url]);
+        if out.status.success() {
+            let v: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+            if done(&v) {
+                return v;
+            }
+        }
+        assert!(
+            start.elapsed() < limit,
+            "condition not met within {limit:?}; last: {}",
+            text(&out.stdout)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+pub fn count(trials: &[serde_json::Value], state: &str) -> usize {
+    trials.iter().filter(|t| t["state"] == state).count()
+}
+
+pub fn sim_study(dir: &Path, trials: u32, epochs: u32, step_ms: u32) -> std::path::PathBuf {
+    let path = dir.join("sim.toml");
+    std::fs::write(
+        &path,
+        format!(
+            r#"
+name = "sim"
+seed = 3
+[objective]
+metric = "loss"
+direction = "minimize"
+[search]
+algorithm = "random"
+max_trials = {trials}
+max_parallel = 4
+[trainer]
+kind = "simulated"
+epochs = {epochs}
+step_ms = {step_ms}
+[params]
+x = {{ type = "float", low = 0.0, high = 1.0 }}
+"#
+        ),
+    )
+    .unwrap();
+    path
+}

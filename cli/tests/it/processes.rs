@@ -1,0 +1,118 @@
+use super::*;
+
+#[test]
+fn kill_9_of_the_coordinator_loses_nothing_and_the_study_completes() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let mut srv = server(port, &data, &dir.path().join("server1.log"));
+    let _w = worker(&url, "w-kill", "cpu:2", &dir.path().join("worker.log"));
+    let study = sim_study(dir.path(), 12, 5, 60);
+    let start = Instant::now();
+    let out = loop {
+        let out = hpo()
+            .args(["submit", "--coordinator", &url])
+            .arg(&study)
+            .output()
+            .unwrap();
+        if out.status.success() || start.elapsed() > Duration::from_secs(10) {
+            break out;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let id = text(&out.stdout).trim().to_string();
+
+    // Some trials done, some running with metrics reported.
+    let before = wait_trials(&url, &id, Duration::from_secs(30), |t| {
+        count(t, "completed") >= 3
+    });
+    srv.kill9();
+    let mut srv = server(port, &data, &dir.path().join("server2.log"));
+    let after = wait_trials(&url, &id, Duration::from_secs(60), |t| {
+        count(t, "completed") == 12
+    });
+    for b in before.iter().filter(|t| t["state"] == "completed") {
+        let a = after.iter().find(|a| a["number"] == b["number"]).unwrap();
+        assert_eq!(a, b, "a completed trial changed across the restart");
+    }
+    assert!(
+        after.iter().all(|t| t["attempt"] == 1),
+        "no completed trial ran twice: {after:?}"
+    );
+    // Every metric reported before the kill is still there.
+    let metrics = |url: &str| -> usize {
+        let out = run(&["trials", &id, "--format", "json", "--coordinator", url]);
+        serde_json::from_slice::<Vec<serde_json::Value>>(&out.stdout)
+            .unwrap()
+            .len()
+    };
+    assert_eq!(metrics(&url), 12);
+    let status = run(&["status", &id, "--coordinator", &url]);
+    let s = text(&status.stdout);
+    assert!(s.contains("completed (max_trials)"), "{s}");
+    let best = run(&["best", &id, "--format", "json", "--coordinator", &url]);
+    let best: serde_json::Value = serde_json::from_slice(&best.stdout).unwrap();
+    assert!(best["params"]["x"].is_number());
+    let csv = run(&["trials", &id, "--format", "csv", "--coordinator", &url]);
+    assert_eq!(text(&csv.stdout).lines().count(), 13);
+    srv.sigterm();
+    assert!(srv.wait_exit(Duration::from_secs(10)).success());
+}
+
+#[test]
+fn sigterm_makes_a_worker_hand_its_trials_back_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let _srv = server(
+        port,
+        &dir.path().join("data"),
+        &dir.path().join("server.log"),
+    );
+    let mut w1 = worker(&url, "w-term", "cpu", &dir.path().join("w1.log"));
+    let study = sim_study(dir.path(), 2, 20, 200);
+    let start = Instant::now();
+    let id = loop {
+        let out = hpo()
+            .args(["submit", "--coordinator", &url])
+            .arg(&study)
+            .output()
+            .unwrap();
+        if out.status.success() {
+            break text(&out.stdout).trim().to_string();
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "{}",
+            text(&out.stderr)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    wait_trials(&url, &id, Duration::from_secs(20), |t| {
+        t.iter()
+            .any(|t| t["state"] == "running" && t["last_step"].as_u64().unwrap_or(0) >= 1)
+    });
+    let t0 = Instant::now();
+    w1.sigterm();
+    assert!(w1.wait_exit(Duration::from_secs(10)).success());
+    // Well before the 3 s lease would expire, the trial is waiting again.
+    let trials = wait_trials(&url, &id, Duration::from_secs(2), |t| {
+        count(t, "waiting") == 1 && count(t, "running") == 0
+    });
+    assert!(t0.elapsed() < Duration::from_secs(3));
+    assert!(
+        trials[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("interrupted"),
+        "{trials:?}"
+    );
+    // Another worker picks it up and the study completes.
+    let _w2 = worker(&url, "w-next", "cpu:2", &dir.path().join("w2.log"));
+    let done = wait_trials(&url, &id, Duration::from_secs(30), |t| {
+        count(t, "completed") == 2
+    });
+    assert!(done.iter().any(|t| t["attempt"] == 2));
+}

@@ -1,0 +1,136 @@
+//! Integration tests of the worker's data sets and the `mlp` trainer.
+//!
+//! One test binary (`cargo test -p hpo-worker --test it`) so libtorch is
+//! linked once and the modules can share the helpers below.
+
+#![allow(clippy::unwrap_used)]
+
+mod data;
+mod mlp;
+
+use hpo_proto::{
+    Assignment, Decision, MetricValues, ParamValue, Params, StudyId, TrainerConfig, TrialId,
+};
+use hpo_worker::device::Device;
+use hpo_worker::trainer::{Reporter, TrialJob};
+use std::cell::Cell;
+use std::path::PathBuf;
+use std::time::Instant;
+
+/// A reporter that records what it is sent and can be told to stop in the
+/// ways a coordinator or a shutting-down worker would.
+#[derive(Default)]
+pub struct TestReporter {
+    /// Each report's step, values and arrival time.
+    pub reports: Vec<(u32, MetricValues, Instant)>,
+    /// Answer `Stop` to the report of this step.
+    pub stop_at: Option<u32>,
+    /// `stop_requested` is true from the start.
+    pub stop_now: bool,
+    /// `stop_requested` turns true once this many reports arrived.
+    pub stop_after_reports: Option<usize>,
+    /// `stop_requested` turns true after it has been asked this many times.
+    pub stop_after_polls: Option<u32>,
+    polls: Cell<u32>,
+}
+
+impl TestReporter {
+    pub fn polls(&self) -> u32 {
+        self.polls.get()
+    }
+
+    pub fn values(&self) -> Vec<MetricValues> {
+        self.reports.iter().map(|(_, v, _)| v.clone()).collect()
+    }
+
+    pub fn last(&self, key: &str) -> f64 {
+        let (_, values, _) = self.reports.last().expect("at least one report");
+        values[key]
+    }
+}
+
+impl Reporter for TestReporter {
+    fn report(&mut self, step: u32, values: MetricValues) -> Decision {
+        self.reports.push((step, values, Instant::now()));
+        if self.stop_at == Some(step) {
+            Decision::Stop
+        } else {
+            Decision::Continue
+        }
+    }
+
+    fn stop_requested(&self) -> bool {
+        let polls = self.polls.get() + 1;
+        self.polls.set(polls);
+        self.stop_now
+            || self
+                .stop_after_reports
+                .is_some_and(|n| self.reports.len() >= n)
+            || self.stop_after_polls.is_some_and(|n| polls > n)
+    }
+}
+
+/// A CPU trial of the `mlp` trainer; `params` are the searched values.
+pub fn job(dataset: &str, epochs: u32, seed: u64, params: &[(&str, ParamValue)]) -> TrialJob {
+    job_with(dataset, epochs, seed, params, &[])
+}
+
+/// Like [`job`], with fixed `settings` too.
+pub fn job_with(
+    dataset: &str,
+    epochs: u32,
+    seed: u64,
+    params: &[(&str, ParamValue)],
+    settings: &[(&str, ParamValue)],
+) -> TrialJob {
+    let to_params = |kv: &[(&str, ParamValue)]| -> Params {
+        kv.iter().map(|(k, v)| (k.to_string(), v.clone())).collect()
+    };
+    TrialJob {
+        assignment: Assignment {
+            trial: TrialId {
+                study: StudyId(1),
+                number: 0,
+            },
+            attempt: 0,
+            study_name: "test".to_string(),
+            params: to_params(params),
+            trainer: TrainerConfig {
+                kind: "mlp".to_string(),
+                dataset: dataset.to_string(),
+                epochs,
+                settings: to_params(settings),
+            },
+            seed,
+            metric: "val_accuracy".to_string(),
+        },
+        device: Device::Cpu(0),
+    }
+}
+
+/// The folder holding Fashion-MNIST's IDX files: under `$HPO_TEST_DATA`,
+/// else the repository's `shared/data` beside the workspace, else where
+/// Debian installs it. `None` (and a note on stderr) when none has it.
+pub fn fashion_mnist_dir() -> Option<PathBuf> {
+    let mut roots = Vec::new();
+    if let Some(root) = std::env::var_os("HPO_TEST_DATA").filter(|v| !v.is_empty()) {
+        roots.push(PathBuf::from(root));
+    }
+    roots.push(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/data"));
+    roots.push(PathBuf::from("/usr/share/datasets"));
+    let found = roots.iter().map(|r| r.join("fashion-mnist")).find(|d| {
+        d.join("train-images-idx3-ubyte.gz").is_file()
+            || d.join("train-images-idx3-ubyte").is_file()
+    });
+    if found.is_none() {
+        let looked: Vec<String> = roots
+            .iter()
+            .map(|r| r.join("fashion-mnist").display().to_string())
+            .collect();
+        eprintln!(
+            "skipping: fashion-mnist not found in {} (set HPO_TEST_DATA to a folder holding fashion-mnist/)",
+            looked.join(", ")
+        );
+    }
+    found
+}
