@@ -56,6 +56,33 @@ fn csv(headers: &[String], rows: &[Vec<String>]) -> String {
     out
 }
 
+/// Parameters as people read them: 4 significant digits, exponent notation
+/// for very small or large floats (JSON output keeps full precision).
+fn param_text(v: &ParamValue) -> String {
+    match v {
+        ParamValue::Float(f) if *f == 0.0 => "0".into(),
+        ParamValue::Float(f) if f.abs() >= 1e-3 && f.abs() < 1e4 => {
+            let digits = (3 - f.abs().log10().floor() as i32).max(0) as usize;
+            let s = format!("{f:.digits$}");
+            if s.contains('.') {
+                s.trim_end_matches('0').trim_end_matches('.').to_string()
+            } else {
+                s
+            }
+        }
+        ParamValue::Float(f) => {
+            let s = format!("{f:.3e}");
+            match s.split_once('e') {
+                Some((m, e)) if m.contains('.') => {
+                    format!("{}e{e}", m.trim_end_matches('0').trim_end_matches('.'))
+                }
+                _ => s,
+            }
+        }
+        other => other.to_string(),
+    }
+}
+
 fn value_text(v: Option<f64>) -> String {
     v.map(|v| format!("{v:.6}")).unwrap_or_default()
 }
@@ -111,7 +138,7 @@ fn trial_rows(info: &StudyInfo, trials: &[&TrialInfo]) -> (Vec<String>, Vec<Vec<
             r.extend(
                 names
                     .iter()
-                    .map(|n| t.params.get(*n).map(|v| v.to_string()).unwrap_or_default()),
+                    .map(|n| t.params.get(*n).map(param_text).unwrap_or_default()),
             );
             r
         })
@@ -163,7 +190,7 @@ pub fn print_best(info: &StudyInfo, format: Format) -> Result<ExitCode> {
                 value_text(best.value)
             );
             for (k, v) in &best.params {
-                println!("  {k} = {v}");
+                println!("  {k} = {}", param_text(v));
             }
         }
     }
@@ -248,4 +275,22 @@ pub async fn print_summary(client: &Client, info: &StudyInfo, top: usize) -> Res
         print_best(info, Format::Table)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn floats_are_shown_with_four_significant_digits() {
+        let f = |v| param_text(&ParamValue::Float(v));
+        assert_eq!(f(0.491299865834266), "0.4913");
+        assert_eq!(f(0.001), "0.001");
+        assert_eq!(f(1e-4), "1e-4");
+        assert_eq!(f(1.25e-5), "1.25e-5");
+        assert_eq!(f(123.456), "123.5");
+        assert_eq!(f(0.0), "0");
+        assert_eq!(param_text(&ParamValue::Int(512)), "512");
+        assert_eq!(csv_cell("a,b"), "\"a,b\"");
+    }
 }

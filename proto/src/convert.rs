@@ -355,3 +355,126 @@ impl TryFrom<pb::StudySummary> for StudyInfo {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn params() -> Params {
+        [
+            ("lr".to_string(), ParamValue::Float(1e-3)),
+            ("hidden".to_string(), ParamValue::Int(256)),
+            (
+                "optimizer".to_string(),
+                ParamValue::Categorical("adam".into()),
+            ),
+        ]
+        .into_iter()
+        .collect()
+    }
+
+    #[test]
+    fn assignments_round_trip() {
+        let a = Assignment {
+            trial: TrialId {
+                study: StudyId(3),
+                number: 7,
+            },
+            attempt: 2,
+            study_name: "s".into(),
+            params: params(),
+            trainer: TrainerConfig {
+                kind: "mlp".into(),
+                dataset: "fashion-mnist".into(),
+                epochs: 4,
+                settings: params(),
+            },
+            seed: 99,
+            metric: "val_accuracy".into(),
+        };
+        assert_eq!(
+            Assignment::try_from(pb::TrialAssignment::from(&a)).unwrap(),
+            a
+        );
+    }
+
+    #[test]
+    fn trials_and_studies_round_trip() {
+        let t = TrialInfo {
+            id: TrialId {
+                study: StudyId(1),
+                number: 2,
+            },
+            state: TrialState::Stopped,
+            params: params(),
+            value: Some(0.5),
+            last_step: Some(3),
+            attempt: 1,
+            worker: Some(WorkerId("w".into())),
+            reason: "study ended: target".into(),
+            started_at_ms: 10,
+            ended_at_ms: 20,
+            metrics: vec![MetricPoint {
+                attempt: 1,
+                step: 1,
+                values: [("loss".to_string(), 0.25)].into_iter().collect(),
+            }],
+        };
+        assert_eq!(TrialInfo::try_from(pb::Trial::from(&t)).unwrap(), t);
+        let s = StudyInfo {
+            id: StudyId(1),
+            name: "n".into(),
+            state: StudyState::Completed,
+            end_reason: "max_trials".into(),
+            metric: "loss".into(),
+            direction: Direction::Minimize,
+            max_trials: 5,
+            counts: TrialCounts {
+                completed: 4,
+                failed: 1,
+                ..Default::default()
+            },
+            best: Some(t),
+            created_at_ms: 1,
+            ended_at_ms: 2,
+            study_toml: "name = \"n\"".into(),
+        };
+        assert_eq!(StudyInfo::try_from(pb::StudySummary::from(&s)).unwrap(), s);
+    }
+
+    #[test]
+    fn missing_and_unknown_fields_are_named() {
+        assert_eq!(
+            ParamValue::try_from(pb::ParamValue { kind: None }).unwrap_err(),
+            ConvertError::Missing("param_value.kind")
+        );
+        assert_eq!(trial_state(0).unwrap_err(), ConvertError::Missing("state"));
+        assert!(matches!(
+            trial_state(42),
+            Err(ConvertError::Invalid { field: "state", .. })
+        ));
+        assert_eq!(
+            trial_ref(None).unwrap_err().to_string(),
+            "missing field `trial`"
+        );
+        assert_eq!(
+            worker_id(" ".into()).unwrap_err(),
+            ConvertError::Missing("worker_id")
+        );
+        assert_eq!(
+            outcome(2, String::new()).unwrap(),
+            Outcome::Failed("trainer failed without a reason".into())
+        );
+        let mut a = pb::TrialAssignment::default();
+        assert_eq!(
+            Assignment::try_from(a.clone()).unwrap_err(),
+            ConvertError::Missing("trainer")
+        );
+        a.trainer = Some(pb::TrainerConfig::default());
+        assert_eq!(
+            Assignment::try_from(a).unwrap_err(),
+            ConvertError::Missing("trainer.kind")
+        );
+    }
+}

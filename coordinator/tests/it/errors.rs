@@ -246,3 +246,22 @@ async fn an_unreachable_coordinator_gets_a_one_line_error() {
     assert!(e.contains("HPO_COORDINATOR"), "{e}");
     assert!(!e.contains('\n'));
 }
+
+#[tokio::test]
+async fn the_standard_health_service_reports_serving() {
+    use tonic_health::pb::health_client::HealthClient;
+    use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus};
+    let server = Server::memory().await;
+    let mut h = HealthClient::new(hpo_sdk::connect(&server.url).await.unwrap());
+    for service in ["hpo.v1.StudyService", "hpo.v1.WorkerService"] {
+        let r = h
+            .check(HealthCheckRequest {
+                service: service.into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(r.status(), ServingStatus::Serving, "{service}");
+    }
+    server.stop().await;
+}
