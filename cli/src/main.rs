@@ -59,6 +59,10 @@ enum Command {
         /// A trial whose worker is silent this long is run again elsewhere.
         #[arg(long, env = "HPO_LEASE_TTL", default_value = "30s", value_parser = humantime_duration)]
         lease_ttl: Duration,
+        /// What an acknowledged write survives: `process` (the server dying,
+        /// even by kill -9) or `sync` (also power loss; slower).
+        #[arg(long, env = "HPO_DURABILITY", value_enum, default_value = "process")]
+        durability: DurabilityArg,
     },
     /// Run trials for a coordinator, one per device slot.
     ///
@@ -120,6 +124,12 @@ enum Command {
         #[arg(long, env = "HPO_COORDINATOR", default_value = DEFAULT_COORDINATOR)]
         coordinator: String,
     },
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
+enum DurabilityArg {
+    Process,
+    Sync,
 }
 
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
@@ -214,12 +224,17 @@ async fn dispatch(command: Command) -> Result<ExitCode> {
             listen,
             data_dir,
             lease_ttl,
+            durability,
         } => {
             let listener = tokio::net::TcpListener::bind(listen)
                 .await
                 .with_context(|| format!("cannot listen on {listen}"))?;
             let config = hpo_coordinator::Config {
                 data_dir: Some(data_dir),
+                durability: match durability {
+                    DurabilityArg::Process => hpo_coordinator::storage::Durability::Process,
+                    DurabilityArg::Sync => hpo_coordinator::storage::Durability::Sync,
+                },
                 engine: hpo_coordinator::engine::EngineConfig {
                     lease_ttl,
                     ..Default::default()

@@ -1,7 +1,7 @@
 //! Coordinator throughput: simulated workers over real gRPC on loopback.
 //!
 //! A real coordinator (`hpo_coordinator::run`, sled storage in a temporary
-//! directory, so every acknowledged write has been flushed) serves on its own
+//! directory; every acknowledged write is durable at the chosen level) serves on its own
 //! tokio runtime in its own thread; the simulated workers run on a second
 //! runtime. Each worker has its own connection, as real workers (separate
 //! processes, usually separate hosts) do, registers with one slot and loops:
@@ -18,6 +18,9 @@
 //!   HPO_BENCH_LEVELS  comma-separated worker counts (default 1,8,64)
 //!   HPO_BENCH_DIR     parent directory of the sled data dir (default: the
 //!                     system temp dir; durability costs depend on its disk)
+//!   HPO_BENCH_DURABILITY `process` (default: acknowledged writes survive
+//!                     kill -9) or `sync` (also power loss: fdatasync per
+//!                     group commit)
 //!   HPO_BENCH_STORAGE `sled` (default) or `memory`: a diagnostic run without
 //!                     storage or durability, to see what flushing costs
 
@@ -261,8 +264,14 @@ fn main() {
         .expect("non-blocking listener");
     let addr = listener.local_addr().expect("listener address");
     let (shutdown_tx, shutdown_rx) = tokio::sync::oneshot::channel::<()>();
+    let durability = match std::env::var("HPO_BENCH_DURABILITY").as_deref() {
+        Ok("sync") => hpo_coordinator::storage::Durability::Sync,
+        Ok("process") | Err(_) => hpo_coordinator::storage::Durability::Process,
+        Ok(other) => panic!("HPO_BENCH_DURABILITY={other}: expected process or sync"),
+    };
     let config = hpo_coordinator::Config {
         data_dir: durable.then(|| data.path().to_path_buf()),
+        durability,
         engine: Default::default(),
     };
     let server = std::thread::Builder::new()
@@ -313,8 +322,13 @@ fn main() {
     );
     if durable {
         println!(
-            "storage: sled in {}, flushed before every acknowledged write (group commit)",
-            data.path().display()
+            "storage: sled in {}, durability {:?}: every acknowledged write survives {}",
+            data.path().display(),
+            durability,
+            match durability {
+                hpo_coordinator::storage::Durability::Process => "kill -9 of the coordinator",
+                hpo_coordinator::storage::Durability::Sync => "power loss (fdatasync per group commit)",
+            }
         );
     } else {
         println!(

@@ -16,13 +16,15 @@ use hpo_proto::pb::worker_service_server::WorkerServiceServer;
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
-use storage::{MemoryStorage, SledStorage, Storage};
+use storage::{Durability, MemoryStorage, SledStorage, Storage};
 use tokio::net::TcpListener;
 
 #[derive(Debug, Clone, Default)]
 pub struct Config {
     /// Where sled keeps the records; None keeps them in memory (tests).
     pub data_dir: Option<PathBuf>,
+    /// What an acknowledged write survives (sled only).
+    pub durability: Durability,
     pub engine: EngineConfig,
 }
 
@@ -41,7 +43,7 @@ pub enum Error {
 /// Opens the configured storage.
 pub fn open_storage(config: &Config) -> Result<Arc<dyn Storage>, Error> {
     Ok(match &config.data_dir {
-        Some(dir) => Arc::new(SledStorage::open(dir)?),
+        Some(dir) => Arc::new(SledStorage::open(dir, config.durability)?),
         None => Arc::new(MemoryStorage::new()),
     })
 }
@@ -72,7 +74,10 @@ pub async fn serve(
         .set_serving::<WorkerServiceServer<service::WorkerService>>()
         .await;
     tracing::info!(%addr, "coordinator listening");
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    // tonic's own tcp_nodelay applies only to listeners it binds itself; for a
+    // listener handed in, Nagle must be turned off here or small replies can
+    // wait tens of milliseconds on a busy machine.
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     let result = tonic::transport::Server::builder()
         .add_service(health)
         .add_service(StudyServiceServer::new(service::StudyService::new(

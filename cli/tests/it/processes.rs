@@ -8,7 +8,7 @@ fn kill_9_of_the_coordinator_loses_nothing_and_the_study_completes() {
     let url = format!("http://127.0.0.1:{port}");
     let mut srv = server(port, &data, &dir.path().join("server1.log"));
     let _w = worker(&url, "w-kill", "cpu:2", &dir.path().join("worker.log"));
-    let study = sim_study(dir.path(), 12, 5, 60);
+    let study = sim_study(dir.path(), 12, 5, 100);
     let start = Instant::now();
     let out = loop {
         let out = hpo()

@@ -1,5 +1,5 @@
 //! The engine: one task per running study (see `study.rs`), a registry of
-//! those tasks, worker bookkeeping and the group-commit flusher.
+//! those tasks, worker bookkeeping and group commit.
 //!
 //! Handlers call the async methods here; each converts the call into an event
 //! for the study's task, awaits the reply and, for writes, waits for group
@@ -120,7 +120,7 @@ pub struct Engine {
 impl Engine {
     /// Starts the engine over `storage`, resuming every study that was running.
     pub fn start(storage: Arc<dyn Storage>, config: EngineConfig) -> Result<Engine, EngineError> {
-        let (durable, flusher) = Durable::start(storage.clone());
+        let durable = Durable::start(storage.clone());
         let engine = Engine {
             inner: Arc::new(Inner {
                 storage: storage.clone(),
@@ -129,7 +129,7 @@ impl Engine {
                 cursor: AtomicUsize::new(0),
                 workers: Mutex::new(HashMap::new()),
                 durable,
-                tasks: Mutex::new(vec![flusher]),
+                tasks: Mutex::new(Vec::new()),
             }),
         };
         for record in storage.studies()? {
@@ -481,11 +481,10 @@ impl Engine {
     pub async fn shutdown(&self) {
         write(&self.inner.studies).clear();
         let tasks: Vec<JoinHandle<()>> = lock(&self.inner.tasks).drain(..).collect();
-        // The flusher is first; it ends when the last Durable is dropped, which
-        // happens with the engine, so do not wait on it here.
-        for t in tasks.into_iter().skip(1) {
+        for t in tasks {
             let _ = t.await;
         }
+        self.inner.durable.stop();
         if let Err(e) = self.inner.storage.flush() {
             tracing::error!(error = %e, "final flush failed");
         }

@@ -279,31 +279,32 @@ impl StudyActor {
         values: &MetricValues,
     ) -> Result<Decision, EngineError> {
         let id = self.trial_id(number);
-        let metric = self.record.spec.objective.metric.clone();
-        let ttl = self.lease_ttl;
         self.lease_of(number, worker, attempt)?;
         self.storage.append_metrics(id, attempt, step, values)?;
-        let record = self.record.clone();
-        let lease = self.lease_of(number, worker, attempt)?;
-        lease.deadline = Instant::now() + ttl;
+        // Disjoint field borrows: the hottest path clones nothing.
+        let Some(lease) = self.running.get_mut(&number) else {
+            return Err(EngineError::Internal("lease vanished".into()));
+        };
+        lease.deadline = Instant::now() + self.lease_ttl;
         lease.last_step = Some(lease.last_step.map_or(step, |s| s.max(step)));
-        if let Some(v) = values.get(&metric).copied() {
+        let metric = &self.record.spec.objective.metric;
+        if let Some(v) = values.get(metric).copied() {
             if !v.is_finite() {
                 let reason = format!("objective `{metric}` is {v} at step {step}");
                 self.end_trial(number, TrialState::Failed, &reason)?;
                 self.after_change();
                 return Ok(Decision::Stop);
             }
-            observe(lease, &record, v);
+            observe(lease, &self.record, v);
             if lease.reached_target && self.stopping.is_none() {
                 tracing::info!(study = %self.record.id, trial = number, value = v, "target reached");
                 self.begin_stop(StudyState::Completed, "target")?;
             }
         }
-        let stopping = self.stopping.is_some();
-        let lease = self.lease_of(number, worker, attempt)?;
-        if stopping {
-            lease.stop_sent = true;
+        if self.stopping.is_some() {
+            if let Some(lease) = self.running.get_mut(&number) {
+                lease.stop_sent = true;
+            }
             return Ok(Decision::Stop);
         }
         Ok(Decision::Continue)

@@ -270,14 +270,14 @@ macro_rules! suite {
 suite!(memory, (MemoryStorage::new(), ()));
 suite!(sled, {
     let dir = tempfile::tempdir().unwrap();
-    (SledStorage::open(dir.path()).unwrap(), dir)
+    (SledStorage::open(dir.path(), Durability::Process).unwrap(), dir)
 });
 
 #[test]
 fn sled_keeps_everything_across_reopen() {
     let dir = tempfile::tempdir().unwrap();
     let (study, trial) = {
-        let s = SledStorage::open(dir.path()).unwrap();
+        let s = SledStorage::open(dir.path(), Durability::Process).unwrap();
         let st = s.create_study(spec(), "kept".into(), 3, 0).unwrap();
         let t = s.create_trial(st.id, params(0.5), 0).unwrap();
         s.create_trial(st.id, params(0.6), 0).unwrap();
@@ -286,7 +286,7 @@ fn sled_keeps_everything_across_reopen() {
         s.flush().unwrap();
         (st.id, t.id)
     };
-    let s = SledStorage::open(dir.path()).unwrap();
+    let s = SledStorage::open(dir.path(), Durability::Process).unwrap();
     assert_eq!(s.study(study).unwrap().unwrap().seed, 3);
     assert_eq!(s.trial(trial).unwrap().unwrap().state, TrialState::Running);
     assert_eq!(s.metrics(trial).unwrap()[0].values["loss"], 0.7);
@@ -299,4 +299,55 @@ fn sled_keeps_everything_across_reopen() {
         s.create_study(spec(), String::new(), 1, 0).unwrap().id.0,
         study.0 + 1
     );
+}
+
+/// What `kill -9` leaves: the data dir as it is on disk while the store is
+/// open, nothing flushed. Everything a verb returned from must be in it.
+#[test]
+fn sled_keeps_every_returned_write_without_a_flush() {
+    let dir = tempfile::tempdir().unwrap();
+    let copy = tempfile::tempdir().unwrap();
+    let s = SledStorage::open(dir.path(), Durability::Process).unwrap();
+    let st = s.create_study(spec(), "crash".into(), 5, 0).unwrap();
+    let mut ids = Vec::new();
+    for i in 0..50 {
+        let t = s.create_trial(st.id, params(i as f64 / 100.0), 0).unwrap();
+        s.claim_trial(st.id, &w("a"), 1).unwrap();
+        for step in 1..=3 {
+            s.append_metrics(t.id, 1, step, &values(step as f64)).unwrap();
+        }
+        if i % 2 == 0 {
+            s.finish_trial(t.id, TrialState::Completed, Some(i as f64), "", 2).unwrap();
+        }
+        ids.push(t.id);
+    }
+    for entry in std::fs::read_dir(dir.path()).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_type().unwrap().is_file() {
+            std::fs::copy(entry.path(), copy.path().join(entry.file_name())).unwrap();
+        }
+    }
+    let r = SledStorage::open(copy.path(), Durability::Process).unwrap();
+    assert_eq!(r.study(st.id).unwrap().unwrap().seed, 5);
+    for (i, id) in ids.iter().enumerate() {
+        let t = r.trial(*id).unwrap().unwrap();
+        if i % 2 == 0 {
+            assert_eq!((t.state, t.value, t.last_step), (TrialState::Completed, Some(i as f64), Some(3)));
+        } else {
+            assert_eq!((t.state, t.last_step), (TrialState::Running, Some(3)));
+        }
+        assert_eq!(r.metrics(*id).unwrap().len(), 3, "trial {id}");
+    }
+    drop(s);
+}
+
+#[test]
+fn sled_sync_mode_waits_for_sync() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = SledStorage::open(dir.path(), Durability::Sync).unwrap();
+    assert!(!s.durable_on_return());
+    s.create_study(spec(), String::new(), 1, 0).unwrap();
+    s.sync().unwrap();
+    let p = SledStorage::open(tempfile::tempdir().unwrap().path(), Durability::Process).unwrap();
+    assert!(p.durable_on_return());
 }

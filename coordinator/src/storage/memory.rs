@@ -207,6 +207,15 @@ impl Storage for MemoryStorage {
         Ok(t.clone())
     }
 
+    /// Memory promises nothing beyond the process, and has it at once.
+    fn durable_on_return(&self) -> bool {
+        true
+    }
+
+    fn sync(&self) -> Result<()> {
+        Ok(())
+    }
+
     fn flush(&self) -> Result<()> {
         Ok(())
     }

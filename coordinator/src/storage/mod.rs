@@ -2,10 +2,10 @@
 //! verbs whose atomicity is part of the contract.
 //!
 //! Verbs are synchronous: sled answers in microseconds, and the engine calls
-//! them from the one task that owns a study. Durability is separate: writes
-//! land in the backend at once and `flush` makes everything written so far
-//! survive a crash; the engine's group commit (`engine::durable`) calls it
-//! before any reply that acknowledges a write.
+//! them from the one task that owns a study. What an acknowledged write
+//! survives is the backend's `Durability`: where a verb's writes are not yet
+//! that durable when it returns, the engine's group commit
+//! (`engine::durable`) calls `sync` before any reply that acknowledges them.
 
 mod memory;
 mod sled;
@@ -72,6 +72,18 @@ pub struct TrialRecord {
     pub created_at_ms: i64,
     pub started_at_ms: i64,
     pub ended_at_ms: i64,
+}
+
+/// What an acknowledged write survives.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Durability {
+    /// The coordinator process dying (kill -9, out of memory, a panic): the
+    /// write has reached the operating system before the reply.
+    #[default]
+    Process,
+    /// Also the machine losing power: the write is on the disk (fdatasync)
+    /// before the reply. Group commit shares one sync between waiting replies.
+    Sync,
 }
 
 /// How `requeue_trial` came about.
@@ -154,7 +166,16 @@ pub trait Storage: Send + Sync + 'static {
         now_ms: i64,
     ) -> Result<TrialRecord>;
 
-    /// Makes every write so far durable.
+    /// True when every verb's writes already have the backend's promised
+    /// durability when it returns, so replies need not wait for `sync`.
+    fn durable_on_return(&self) -> bool;
+
+    /// Makes every write so far as durable as the backend promises. Cheap
+    /// enough for the reply path (called once per group commit).
+    fn sync(&self) -> Result<()>;
+
+    /// Makes every write so far durable on disk and compacts any log: for
+    /// shutdown and tests, not the reply path.
     fn flush(&self) -> Result<()>;
 }
 

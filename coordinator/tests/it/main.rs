@@ -27,6 +27,7 @@ impl Server {
         let (stop, stopped) = oneshot::channel::<()>();
         let config = hpo_coordinator::Config {
             data_dir,
+            durability: Default::default(),
             engine: EngineConfig {
                 lease_ttl,
                 tick: Duration::from_millis(50),
