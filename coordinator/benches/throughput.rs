@@ -24,6 +24,10 @@
 //!   HPO_BENCH_STORAGE `sled` (default) or `memory`: a diagnostic run without
 //!                     storage or durability, to see what flushing costs
 
+/// The allocator the `hpo` binary uses, so the figures are the product's.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use hpo_proto::{Decision, MetricValues, Outcome, WorkerId};
 use hpo_sdk::{Client, WorkerClient};
 use std::sync::Arc;
@@ -327,7 +331,8 @@ fn main() {
             durability,
             match durability {
                 hpo_coordinator::storage::Durability::Process => "kill -9 of the coordinator",
-                hpo_coordinator::storage::Durability::Sync => "power loss (fdatasync per group commit)",
+                hpo_coordinator::storage::Durability::Sync =>
+                    "power loss (fdatasync per group commit)",
             }
         );
     } else {

@@ -270,7 +270,10 @@ macro_rules! suite {
 suite!(memory, (MemoryStorage::new(), ()));
 suite!(sled, {
     let dir = tempfile::tempdir().unwrap();
-    (SledStorage::open(dir.path(), Durability::Process).unwrap(), dir)
+    (
+        SledStorage::open(dir.path(), Durability::Process).unwrap(),
+        dir,
+    )
 });
 
 #[test]
@@ -314,10 +317,12 @@ fn sled_keeps_every_returned_write_without_a_flush() {
         let t = s.create_trial(st.id, params(i as f64 / 100.0), 0).unwrap();
         s.claim_trial(st.id, &w("a"), 1).unwrap();
         for step in 1..=3 {
-            s.append_metrics(t.id, 1, step, &values(step as f64)).unwrap();
+            s.append_metrics(t.id, 1, step, &values(step as f64))
+                .unwrap();
         }
         if i % 2 == 0 {
-            s.finish_trial(t.id, TrialState::Completed, Some(i as f64), "", 2).unwrap();
+            s.finish_trial(t.id, TrialState::Completed, Some(i as f64), "", 2)
+                .unwrap();
         }
         ids.push(t.id);
     }
@@ -332,7 +337,10 @@ fn sled_keeps_every_returned_write_without_a_flush() {
     for (i, id) in ids.iter().enumerate() {
         let t = r.trial(*id).unwrap().unwrap();
         if i % 2 == 0 {
-            assert_eq!((t.state, t.value, t.last_step), (TrialState::Completed, Some(i as f64), Some(3)));
+            assert_eq!(
+                (t.state, t.value, t.last_step),
+                (TrialState::Completed, Some(i as f64), Some(3))
+            );
         } else {
             assert_eq!((t.state, t.last_step), (TrialState::Running, Some(3)));
         }

@@ -153,7 +153,11 @@ fn encode_record(batch: &Batch, out: &mut Vec<u8>) {
 fn decode_records(bytes: &[u8]) -> Vec<Batch> {
     let mut out = Vec::new();
     let mut at = 0usize;
-    let word = |b: &[u8], i: usize| b.get(i..i + 4).and_then(|s| <[u8; 4]>::try_from(s).ok()).map(u32::from_le_bytes);
+    let word = |b: &[u8], i: usize| {
+        b.get(i..i + 4)
+            .and_then(|s| <[u8; 4]>::try_from(s).ok())
+            .map(u32::from_le_bytes)
+    };
     while let (Some(len), Some(crc)) = (word(bytes, at), word(bytes, at + 4)) {
         let Some(payload) = bytes.get(at + 8..at + 8 + len as usize) else {
             break;
@@ -227,7 +231,8 @@ impl SledStorage {
                 }
             }
             None => {
-                meta.insert("schema", encode(&SCHEMA_VERSION)?).map_err(backend)?;
+                meta.insert("schema", encode(&SCHEMA_VERSION)?)
+                    .map_err(backend)?;
             }
         }
         let wal_path = path.join(WAL_FILE);
@@ -239,7 +244,8 @@ impl SledStorage {
             .map_err(|e| io(&format!("cannot open {}", wal_path.display()), e))?;
         let wal_sync = file.try_clone().map_err(|e| io("log handle", e))?;
         let mut pending = Vec::new();
-        file.read_to_end(&mut pending).map_err(|e| io("reading the log", e))?;
+        file.read_to_end(&mut pending)
+            .map_err(|e| io("reading the log", e))?;
         let store = SledStorage {
             studies: db.open_tree("studies").map_err(backend)?,
             trials: db.open_tree("trials").map_err(backend)?,
@@ -274,7 +280,9 @@ impl SledStorage {
             STUDIES => Ok(&self.studies),
             TRIALS => Ok(&self.trials),
             METRICS => Ok(&self.metrics),
-            other => Err(StorageError::Corrupt(format!("log names unknown tree {other}"))),
+            other => Err(StorageError::Corrupt(format!(
+                "log names unknown tree {other}"
+            ))),
         }
     }
 
@@ -356,7 +364,11 @@ impl SledStorage {
     /// report does not rewrite the trial record (that would double the work
     /// of the hottest verb); the step is read from the metric keys instead.
     fn last_step(&self, t: &TrialRecord) -> Result<Option<u32>> {
-        match self.metrics.scan_prefix(attempt_prefix(t.id, t.attempt)).next_back() {
+        match self
+            .metrics
+            .scan_prefix(attempt_prefix(t.id, t.attempt))
+            .next_back()
+        {
             Some(r) => Ok(Some(be_u32(r.map_err(backend)?.0.get(16..20), "metric")?)),
             None => Ok(None),
         }
@@ -386,11 +398,18 @@ impl SledStorage {
 }
 
 impl Storage for SledStorage {
-    fn create_study(&self, spec: StudySpec, study_toml: String, seed: u64, now_ms: i64) -> Result<StudyRecord> {
+    fn create_study(
+        &self,
+        spec: StudySpec,
+        study_toml: String,
+        seed: u64,
+        now_ms: i64,
+    ) -> Result<StudyRecord> {
         let mut wal = self.lock();
         let next = match self.studies.last().map_err(backend)? {
             Some((k, _)) => {
-                let b = <[u8; 8]>::try_from(k.as_ref()).map_err(|_| StorageError::Corrupt("study key".into()))?;
+                let b = <[u8; 8]>::try_from(k.as_ref())
+                    .map_err(|_| StorageError::Corrupt("study key".into()))?;
                 u64::from_be_bytes(b) + 1
             }
             None => 1,
@@ -424,7 +443,13 @@ impl Storage for SledStorage {
             .collect()
     }
 
-    fn end_study(&self, id: StudyId, state: StudyState, reason: &str, now_ms: i64) -> Result<StudyRecord> {
+    fn end_study(
+        &self,
+        id: StudyId,
+        state: StudyState,
+        reason: &str,
+        now_ms: i64,
+    ) -> Result<StudyRecord> {
         let mut wal = self.lock();
         let mut s = self
             .load_study(id)?
@@ -451,7 +476,12 @@ impl Storage for SledStorage {
         Ok(t)
     }
 
-    fn claim_trial(&self, study: StudyId, worker: &WorkerId, now_ms: i64) -> Result<Option<TrialRecord>> {
+    fn claim_trial(
+        &self,
+        study: StudyId,
+        worker: &WorkerId,
+        now_ms: i64,
+    ) -> Result<Option<TrialRecord>> {
         let mut wal = self.lock();
         let Some(first) = self.waiting.scan_prefix(study_key(study)).next() else {
             return Ok(None);
@@ -487,7 +517,13 @@ impl Storage for SledStorage {
             .collect()
     }
 
-    fn append_metrics(&self, id: TrialId, attempt: u32, step: u32, values: &MetricValues) -> Result<bool> {
+    fn append_metrics(
+        &self,
+        id: TrialId,
+        attempt: u32,
+        step: u32,
+        values: &MetricValues,
+    ) -> Result<bool> {
         let mut wal = self.lock();
         let t = self.load_trial(id)?;
         rules::check_append(&t, attempt)?;
@@ -525,7 +561,14 @@ impl Storage for SledStorage {
         Ok(t)
     }
 
-    fn finish_trial(&self, id: TrialId, state: TrialState, value: Option<f64>, reason: &str, now_ms: i64) -> Result<TrialRecord> {
+    fn finish_trial(
+        &self,
+        id: TrialId,
+        state: TrialState,
+        value: Option<f64>,
+        reason: &str,
+        now_ms: i64,
+    ) -> Result<TrialRecord> {
         let mut wal = self.lock();
         let mut t = self.load_trial(id)?;
         rules::check_finish(&t, state)?;
@@ -543,7 +586,9 @@ impl Storage for SledStorage {
 
     fn sync(&self) -> Result<()> {
         if self.durability == Durability::Sync {
-            self.wal_sync.sync_data().map_err(|e| io("syncing the log", e))?;
+            self.wal_sync
+                .sync_data()
+                .map_err(|e| io("syncing the log", e))?;
         }
         Ok(())
     }
