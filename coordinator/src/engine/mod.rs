@@ -95,6 +95,9 @@ struct StudyHandle {
     priority: i32,
 }
 
+/// A registered worker. Kept so heartbeats can tell a worker that the
+/// coordinator restarted (it is then unknown) and for later status views.
+#[allow(dead_code)]
 struct WorkerEntry {
     slots: Vec<String>,
     last_seen_ms: i64,
@@ -324,14 +327,6 @@ impl Engine {
             }
             None => false,
         }
-    }
-
-    /// Number of slots of registered workers (for status displays).
-    pub fn worker_slots(&self) -> usize {
-        lock(&self.inner.workers)
-            .values()
-            .map(|w| w.slots.len())
-            .sum()
     }
 
     /// A trial for one free slot, from the studies in priority order and
