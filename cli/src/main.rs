@@ -344,6 +344,9 @@ async fn run_embedded(
     top: usize,
 ) -> Result<ExitCode> {
     let (text, name) = read_study(study)?;
+    // Before anything is stored: a study submitted with no worker to run it
+    // would stay behind in the data dir.
+    devices.resolve().map_err(anyhow::Error::msg)?;
     let storage = hpo_coordinator::open_storage(&hpo_coordinator::Config {
         data_dir: Some(data_dir.to_path_buf()),
         ..Default::default()
@@ -360,7 +363,7 @@ async fn run_embedded(
     let (stop_worker, worker_stopped) = tokio::sync::oneshot::channel::<()>();
     let mut worker_config = hpo_worker::WorkerConfig::new(url.clone(), devices);
     worker_config.max_poll_interval = Duration::from_millis(200);
-    let worker = tokio::spawn(hpo_worker::run(worker_config, async {
+    let mut worker = tokio::spawn(hpo_worker::run(worker_config, async {
         let _ = worker_stopped.await;
     }));
 
@@ -374,6 +377,14 @@ async fn run_embedded(
     let outcome = tokio::select! {
         r = progress::watch(&client, id) => Some(r),
         _ = shutdown_signal() => None,
+        // The local worker ended before the study did: it could not start
+        // (no such device, say). Waiting would never end.
+        r = &mut worker => {
+            let _ = stop_server.send(());
+            let _ = server.await;
+            r??;
+            anyhow::bail!("the local worker stopped before study {id} ended");
+        }
     };
     let _ = stop_worker.send(());
     worker.await??;

@@ -121,3 +121,20 @@ lr = [1e-2, 3e-3]
     assert!(stdout.contains("best trial"), "{stdout}");
     assert!(stdout.contains("hidden = "), "{stdout}");
 }
+
+#[test]
+fn hpo_run_fails_fast_when_its_worker_cannot_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let study = sim_study(dir.path(), 2, 1, 0);
+    let out = hpo()
+        .arg("run")
+        .arg(&study)
+        .args(["--devices", "cuda:7", "--data-dir"])
+        .arg(dir.path().join("data"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(err.contains("cuda:7 is not available"), "{err}");
+    assert!(!dir.path().join("data").exists(), "nothing was stored");
+}
