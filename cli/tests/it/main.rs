@@ -77,7 +77,7 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-pub fn server(port: u16, data: &Path, log: &Path) -> Proc {
+pub fn server(port: u16, data: &Path, log: &Path, lease_ttl: &str) -> Proc {
     let log = std::fs::File::create(log).unwrap();
     Proc(
         hpo()
@@ -86,7 +86,7 @@ pub fn server(port: u16, data: &Path, log: &Path) -> Proc {
                 "--listen",
                 &format!("127.0.0.1:{port}"),
                 "--lease-ttl",
-                "3s",
+                lease_ttl,
                 "--data-dir",
             ])
             .arg(data)

@@ -6,7 +6,7 @@ fn kill_9_of_the_coordinator_loses_nothing_and_the_study_completes() {
     let data = dir.path().join("data");
     let port = free_port();
     let url = format!("http://127.0.0.1:{port}");
-    let mut srv = server(port, &data, &dir.path().join("server1.log"));
+    let mut srv = server(port, &data, &dir.path().join("server1.log"), "3s");
     let _w = worker(&url, "w-kill", "cpu:2", &dir.path().join("worker.log"));
     let study = sim_study(dir.path(), 12, 5, 100);
     let start = Instant::now();
@@ -29,7 +29,7 @@ fn kill_9_of_the_coordinator_loses_nothing_and_the_study_completes() {
         count(t, "completed") >= 3
     });
     srv.kill9();
-    let mut srv = server(port, &data, &dir.path().join("server2.log"));
+    let mut srv = server(port, &data, &dir.path().join("server2.log"), "3s");
     let after = wait_trials(&url, &id, Duration::from_secs(60), |t| {
         count(t, "completed") == 12
     });
@@ -66,10 +66,13 @@ fn sigterm_makes_a_worker_hand_its_trials_back_at_once() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let url = format!("http://127.0.0.1:{port}");
+    // A long lease: the requeue below must come from the worker's goodbye,
+    // not from the lease running out.
     let _srv = server(
         port,
         &dir.path().join("data"),
         &dir.path().join("server.log"),
+        "20s",
     );
     let mut w1 = worker(&url, "w-term", "cpu", &dir.path().join("w1.log"));
     let study = sim_study(dir.path(), 2, 20, 200);
@@ -97,11 +100,11 @@ fn sigterm_makes_a_worker_hand_its_trials_back_at_once() {
     let t0 = Instant::now();
     w1.sigterm();
     assert!(w1.wait_exit(Duration::from_secs(10)).success());
-    // Well before the 3 s lease would expire, the trial is waiting again.
-    let trials = wait_trials(&url, &id, Duration::from_secs(2), |t| {
+    // Well before the 20 s lease would expire, the trial is waiting again.
+    let trials = wait_trials(&url, &id, Duration::from_secs(8), |t| {
         count(t, "waiting") == 1 && count(t, "running") == 0
     });
-    assert!(t0.elapsed() < Duration::from_secs(3));
+    assert!(t0.elapsed() < Duration::from_secs(10));
     assert!(
         trials[0]["reason"]
             .as_str()
