@@ -389,7 +389,8 @@ impl Cx<'_> {
                     }
                 }
                 let size = self.grid_size(&params)?;
-                if search.max_trials == 0 {
+                // Every point runs once: a larger budget could never be spent.
+                if search.max_trials == 0 || u64::from(search.max_trials) > size {
                     search.max_trials = size as u32;
                 }
             }

@@ -162,6 +162,26 @@ fn grid_needs_finite_parameters_and_defaults_max_trials_to_its_size() {
     let s = StudySpec::parse(&text, "g.toml").unwrap();
     assert_eq!(s.grid_size(), Some(3 * 16 * 2));
     assert_eq!(s.search.max_trials, 96);
+    // A budget beyond the grid is capped at its size; a smaller one is kept.
+    let big = text.replace(
+        "algorithm = \"grid\"",
+        "algorithm = \"grid\"\nmax_trials = 500",
+    );
+    assert_eq!(
+        StudySpec::parse(&big, "g.toml").unwrap().search.max_trials,
+        96
+    );
+    let small = text.replace(
+        "algorithm = \"grid\"",
+        "algorithm = \"grid\"\nmax_trials = 10",
+    );
+    assert_eq!(
+        StudySpec::parse(&small, "g.toml")
+            .unwrap()
+            .search
+            .max_trials,
+        10
+    );
 }
 
 #[test]
