@@ -119,3 +119,101 @@ fn sigterm_makes_a_worker_hand_its_trials_back_at_once() {
     });
     assert!(done.iter().any(|t| t["attempt"] == 2));
 }
+
+fn submit(url: &str, study: &Path) -> String {
+    let start = Instant::now();
+    loop {
+        let out = hpo()
+            .args(["submit", "--coordinator", url])
+            .arg(study)
+            .output()
+            .unwrap();
+        if out.status.success() {
+            return text(&out.stdout).trim().to_string();
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "{}",
+            text(&out.stderr)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn a_worker_process_killed_mid_trial_has_its_trial_run_again_elsewhere() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let _srv = server(
+        port,
+        &dir.path().join("data"),
+        &dir.path().join("server.log"),
+        "2s",
+    );
+    let mut doomed = worker(&url, "w-doomed", "cpu", &dir.path().join("w1.log"));
+    let id = submit(&url, &sim_study(dir.path(), 3, 10, 100));
+    let running = wait_trials(&url, &id, Duration::from_secs(20), |t| {
+        t.iter()
+            .any(|t| t["state"] == "running" && t["last_step"].as_u64().unwrap_or(0) >= 1)
+    });
+    let victim = running.iter().find(|t| t["state"] == "running").unwrap()["number"].clone();
+    doomed.kill9();
+    let _rescuer = worker(&url, "w-rescuer", "cpu:2", &dir.path().join("w2.log"));
+    let done = wait_trials(&url, &id, Duration::from_secs(40), |t| {
+        count(t, "completed") == 3
+    });
+    let t = done.iter().find(|t| t["number"] == victim).unwrap();
+    assert_eq!(t["attempt"], 2, "{t}");
+    assert_eq!(t["worker"], "w-rescuer");
+}
+
+#[test]
+fn a_grid_study_on_two_worker_processes_runs_every_point_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let _srv = server(
+        port,
+        &dir.path().join("data"),
+        &dir.path().join("server.log"),
+        "5s",
+    );
+    let _w1 = worker(&url, "w-a", "cpu", &dir.path().join("w1.log"));
+    let _w2 = worker(&url, "w-b", "cpu", &dir.path().join("w2.log"));
+    let path = dir.path().join("grid.toml");
+    std::fs::write(
+        &path,
+        r#"
+name = "grid"
+[objective]
+metric = "loss"
+direction = "minimize"
+[search]
+algorithm = "grid"
+max_parallel = 4
+[trainer]
+kind = "simulated"
+epochs = 2
+# 0.4 s a trial: longer than an idle worker's longest poll wait (1 s) for
+# all ten, so both workers surely take part.
+step_ms = 200
+[params]
+x = { type = "float", low = 0.0, high = 1.0, step = 0.25 }
+mode = ["a", "b"]
+"#,
+    )
+    .unwrap();
+    let id = submit(&url, &path);
+    let done = wait_trials(&url, &id, Duration::from_secs(40), |t| {
+        count(t, "completed") == 10
+    });
+    assert_eq!(done.len(), 10);
+    let points: std::collections::HashSet<String> =
+        done.iter().map(|t| t["params"].to_string()).collect();
+    assert_eq!(points.len(), 10, "every grid point exactly once");
+    assert!(done.iter().all(|t| t["attempt"] == 1));
+    let workers: std::collections::HashSet<String> =
+        done.iter().map(|t| t["worker"].to_string()).collect();
+    assert_eq!(workers.len(), 2, "both workers took part");
+}
