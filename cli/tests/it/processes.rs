@@ -217,3 +217,63 @@ mode = ["a", "b"]
         done.iter().map(|t| t["worker"].to_string()).collect();
     assert_eq!(workers.len(), 2, "both workers took part");
 }
+
+#[test]
+fn submit_wait_status_and_cancel_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let _srv = server(
+        port,
+        &dir.path().join("data"),
+        &dir.path().join("server.log"),
+        "5s",
+    );
+    let _w = worker(&url, "w-cli", "cpu:2", &dir.path().join("w.log"));
+    // --wait returns when the study ends, with the summary.
+    let quick = sim_study(dir.path(), 4, 2, 10);
+    submit(&url, &quick); // the server is up once this succeeds
+    let out = hpo()
+        .args(["submit", "--wait", "--coordinator", &url])
+        .arg(&quick)
+        .env("HPO_LOG", "warn")
+        .output()
+        .unwrap();
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
+    assert_eq!(
+        stdout.lines().next(),
+        Some("2"),
+        "the study id comes first: {stdout}"
+    );
+    assert!(stdout.contains("4/4 done: 4 completed"), "{stdout}");
+    assert!(stdout.contains("best trial"), "{stdout}");
+    // Cancel a long study while it runs.
+    let slow = dir.path().join("slow");
+    std::fs::create_dir(&slow).unwrap();
+    let id = submit(&url, &sim_study(&slow, 50, 100, 100));
+    wait_trials(&url, &id, Duration::from_secs(20), |t| {
+        count(t, "running") >= 1
+    });
+    let out = run(&["cancel", &id, "--coordinator", &url]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).starts_with(&format!("study {id} (sim) is")));
+    let start = Instant::now();
+    loop {
+        let s = text(&run(&["status", &id, "--coordinator", &url]).stdout);
+        if s.contains("cancelled (cancelled)") {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(10), "{s}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let list = text(&run(&["status", "--coordinator", &url]).stdout);
+    assert_eq!(
+        list.lines().count(),
+        4,
+        "a header and three studies: {list}"
+    );
+    let trials = wait_trials(&url, &id, Duration::from_secs(5), |_| true);
+    assert!(count(&trials, "cancelled") >= 1);
+    assert_eq!(count(&trials, "running"), 0);
+}
