@@ -23,8 +23,6 @@ pub struct WorkerConfig {
     pub worker_id: Option<String>,
     /// Longest wait between asks when no trial is available.
     pub max_poll_interval: Duration,
-    /// Stop after this many trials (None: run until shut down).
-    pub max_trials: Option<u64>,
 }
 
 impl WorkerConfig {
@@ -34,7 +32,6 @@ impl WorkerConfig {
             devices,
             worker_id: None,
             max_poll_interval: Duration::from_secs(1),
-            max_trials: None,
         }
     }
 }
@@ -64,8 +61,6 @@ struct Shared {
     interrupt: Arc<AtomicBool>,
     trainers: Trainers,
     runtime: tokio::runtime::Handle,
-    trials_started: Mutex<u64>,
-    max_trials: Option<u64>,
     max_poll: Duration,
 }
 
@@ -81,8 +76,8 @@ fn hostname() -> String {
         .unwrap_or_else(|| "localhost".into())
 }
 
-/// Runs a worker until `shutdown` resolves (or `max_trials` are done). On
-/// shutdown, running trials are interrupted and handed back to the queue.
+/// Runs a worker until `shutdown` resolves. On shutdown, running trials are
+/// interrupted and handed back to the queue.
 pub async fn run(
     config: WorkerConfig,
     shutdown: impl Future<Output = ()>,
@@ -107,8 +102,6 @@ pub async fn run(
         interrupt: Arc::new(AtomicBool::new(false)),
         trainers: Trainers::new(Arc::new(DataCache::new())),
         runtime: tokio::runtime::Handle::current(),
-        trials_started: Mutex::new(0),
-        max_trials: config.max_trials,
         max_poll: config.max_poll_interval,
     });
 
@@ -130,23 +123,10 @@ pub async fn run(
         slots.spawn(slot_loop(shared.clone(), device, stop_rx.clone()));
     }
 
-    loop {
-        tokio::select! {
-            _ = &mut shutdown => {
-                tracing::info!(worker = %id, "shutting down: interrupting running trials");
-                shared.interrupt.store(true, Ordering::SeqCst);
-                let _ = stop_tx.send(true);
-                break;
-            }
-            done = slots.join_next() => {
-                if done.is_none() {
-                    // Every slot ended by itself (max_trials reached).
-                    let _ = stop_tx.send(true);
-                    break;
-                }
-            }
-        }
-    }
+    shutdown.await;
+    tracing::info!(worker = %id, "shutting down: interrupting running trials");
+    shared.interrupt.store(true, Ordering::SeqCst);
+    let _ = stop_tx.send(true);
     while slots.join_next().await.is_some() {}
     let _ = heartbeat.await;
     tracing::info!(worker = %id, "worker stopped");
@@ -233,13 +213,6 @@ async fn slot_loop(shared: Arc<Shared>, device: Device, mut stop: watch::Receive
         if *stop.borrow() {
             return;
         }
-        {
-            let mut started = lock(&shared.trials_started);
-            if shared.max_trials.is_some_and(|m| *started >= m) {
-                return;
-            }
-            *started += 1;
-        }
         let got = shared.client.acquire(&slot).await;
         let assignment = match got {
             Ok(Some(a)) => Some(a),
@@ -250,7 +223,6 @@ async fn slot_loop(shared: Arc<Shared>, device: Device, mut stop: watch::Receive
             }
         };
         let Some(assignment) = assignment else {
-            *lock(&shared.trials_started) -= 1;
             tokio::select! {
                 _ = tokio::time::sleep(idle) => {}
                 _ = stop.changed() => return,
