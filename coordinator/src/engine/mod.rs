@@ -95,21 +95,16 @@ struct StudyHandle {
     priority: i32,
 }
 
-/// A registered worker. Kept so heartbeats can tell a worker that the
-/// coordinator restarted (it is then unknown) and for later status views.
-#[allow(dead_code)]
-struct WorkerEntry {
-    slots: Vec<String>,
-    last_seen_ms: i64,
-}
-
 struct Inner {
     storage: Arc<dyn Storage>,
     config: EngineConfig,
     studies: RwLock<BTreeMap<StudyId, StudyHandle>>,
     /// Round-robin position for sharing slots between studies.
     cursor: AtomicUsize,
-    workers: Mutex<HashMap<WorkerId, WorkerEntry>>,
+    /// Workers registered since this coordinator started, with when each was
+    /// last heard from. A heartbeat from a worker missing here tells it that
+    /// the coordinator restarted, so it registers again.
+    workers: Mutex<HashMap<WorkerId, i64>>,
     durable: Durable,
     tasks: Mutex<Vec<JoinHandle<()>>>,
 }
@@ -298,13 +293,7 @@ impl Engine {
                 "a worker needs at least one slot".into(),
             ));
         }
-        lock(&self.inner.workers).insert(
-            worker.clone(),
-            WorkerEntry {
-                slots,
-                last_seen_ms: now_ms(),
-            },
-        );
+        lock(&self.inner.workers).insert(worker.clone(), now_ms());
         let mut running = Vec::new();
         let ids: Vec<StudyId> = read(&self.inner.studies).keys().copied().collect();
         for id in ids {
@@ -314,15 +303,15 @@ impl Engine {
                 }
             }
         }
-        tracing::info!(worker = %worker, running = running.len(), "worker registered");
+        tracing::info!(worker = %worker, ?slots, running = running.len(), "worker registered");
         Ok(running)
     }
 
     pub fn is_known(&self, worker: &WorkerId) -> bool {
         let mut workers = lock(&self.inner.workers);
         match workers.get_mut(worker) {
-            Some(w) => {
-                w.last_seen_ms = now_ms();
+            Some(last_seen) => {
+                *last_seen = now_ms();
                 true
             }
             None => false,
