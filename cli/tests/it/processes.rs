@@ -8,21 +8,7 @@ fn kill_9_of_the_coordinator_loses_nothing_and_the_study_completes() {
     let url = format!("http://127.0.0.1:{port}");
     let mut srv = server(port, &data, &dir.path().join("server1.log"), "3s");
     let _w = worker(&url, "w-kill", "cpu:2", &dir.path().join("worker.log"));
-    let study = sim_study(dir.path(), 12, 5, 100);
-    let start = Instant::now();
-    let out = loop {
-        let out = hpo()
-            .args(["submit", "--coordinator", &url])
-            .arg(&study)
-            .output()
-            .unwrap();
-        if out.status.success() || start.elapsed() > Duration::from_secs(10) {
-            break out;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    let id = text(&out.stdout).trim().to_string();
+    let id = submit(&url, &sim_study(dir.path(), 12, 5, 100));
 
     // Some trials done, some running with metrics reported.
     let before = wait_trials(&url, &id, Duration::from_secs(30), |t| {
@@ -75,24 +61,7 @@ fn sigterm_makes_a_worker_hand_its_trials_back_at_once() {
         "20s",
     );
     let mut w1 = worker(&url, "w-term", "cpu", &dir.path().join("w1.log"));
-    let study = sim_study(dir.path(), 2, 20, 200);
-    let start = Instant::now();
-    let id = loop {
-        let out = hpo()
-            .args(["submit", "--coordinator", &url])
-            .arg(&study)
-            .output()
-            .unwrap();
-        if out.status.success() {
-            break text(&out.stdout).trim().to_string();
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "{}",
-            text(&out.stderr)
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let id = submit(&url, &sim_study(dir.path(), 2, 20, 200));
     wait_trials(&url, &id, Duration::from_secs(20), |t| {
         t.iter()
             .any(|t| t["state"] == "running" && t["last_step"].as_u64().unwrap_or(0) >= 1)
