@@ -180,10 +180,15 @@ impl StudySpec {
 
     /// Total grid points, when every parameter has a grid.
     pub fn grid_size(&self) -> Option<u64> {
-        self.params
-            .values()
-            .try_fold(1u64, |acc, p| p.grid_len().map(|n| acc.saturating_mul(n)))
+        grid_points(&self.params)
     }
+}
+
+/// Points in the grid of `params`, or None when one has no finite grid.
+fn grid_points(params: &BTreeMap<String, ParamSpec>) -> Option<u64> {
+    params
+        .values()
+        .try_fold(1u64, |acc, p| p.grid_len().map(|n| acc.saturating_mul(n)))
 }
 
 impl fmt::Display for Algorithm {
@@ -416,11 +421,10 @@ impl Cx<'_> {
         })
     }
 
+    /// The grid's size, refused above the limit. Called once every parameter
+    /// is known to have a finite grid.
     fn grid_size(&self, params: &BTreeMap<String, ParamSpec>) -> Result<u64, SpecError> {
-        let mut total: u64 = 1;
-        for p in params.values() {
-            total = total.saturating_mul(p.grid_len().unwrap_or(1));
-        }
+        let total = grid_points(params).unwrap_or(u64::MAX);
         if total > MAX_GRID_POINTS {
             return Err(self.err(
                 "params",

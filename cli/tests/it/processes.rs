@@ -1,21 +1,72 @@
 use super::*;
 
+/// A temporary directory, a free port and a coordinator process serving the
+/// data dir inside it: the set-up every test here starts from.
+struct Setup {
+    dir: tempfile::TempDir,
+    port: u16,
+    url: String,
+    server: Proc,
+}
+
+impl Setup {
+    fn start(lease_ttl: &str) -> Setup {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let server = server(
+            port,
+            &dir.path().join("data"),
+            &dir.path().join("server.log"),
+            lease_ttl,
+        );
+        Setup {
+            url: format!("http://127.0.0.1:{port}"),
+            dir,
+            port,
+            server,
+        }
+    }
+
+    /// A second coordinator on the same port and data dir.
+    fn restart_server(&mut self, lease_ttl: &str) {
+        self.server = server(
+            self.port,
+            &self.dir.path().join("data"),
+            &self.dir.path().join("server-restarted.log"),
+            lease_ttl,
+        );
+    }
+
+    fn worker(&self, id: &str, devices: &str) -> Proc {
+        worker(
+            &self.url,
+            id,
+            devices,
+            &self.dir.path().join(format!("{id}.log")),
+        )
+    }
+}
+
+/// Some trial runs and has reported at least one step.
+fn running_with_progress(trials: &[serde_json::Value]) -> bool {
+    trials
+        .iter()
+        .any(|t| t["state"] == "running" && t["last_step"].as_u64().unwrap_or(0) >= 1)
+}
+
 #[test]
 fn kill_9_of_the_coordinator_loses_nothing_and_the_study_completes() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let port = free_port();
-    let url = format!("http://127.0.0.1:{port}");
-    let mut srv = server(port, &data, &dir.path().join("server1.log"), "3s");
-    let _w = worker(&url, "w-kill", "cpu:2", &dir.path().join("worker.log"));
-    let id = submit(&url, &sim_study(dir.path(), 12, 5, 100));
+    let mut env = Setup::start("3s");
+    let url = env.url.clone();
+    let _w = env.worker("w-kill", "cpu:2");
+    let id = submit(&url, &sim_study(env.dir.path(), 12, 5, 100));
 
     // Some trials done, some running with metrics reported.
     let before = wait_trials(&url, &id, Duration::from_secs(30), |t| {
         count(t, "completed") >= 3
     });
-    srv.kill9();
-    let mut srv = server(port, &data, &dir.path().join("server2.log"), "3s");
+    env.server.kill9();
+    env.restart_server("3s");
     let after = wait_trials(&url, &id, Duration::from_secs(60), |t| {
         count(t, "completed") == 12
     });
@@ -43,29 +94,19 @@ fn kill_9_of_the_coordinator_loses_nothing_and_the_study_completes() {
     assert!(best["params"]["x"].is_number());
     let csv = run(&["trials", &id, "--format", "csv", "--coordinator", &url]);
     assert_eq!(text(&csv.stdout).lines().count(), 13);
-    srv.sigterm();
-    assert!(srv.wait_exit(Duration::from_secs(10)).success());
+    env.server.sigterm();
+    assert!(env.server.wait_exit(Duration::from_secs(10)).success());
 }
 
 #[test]
 fn sigterm_makes_a_worker_hand_its_trials_back_at_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let url = format!("http://127.0.0.1:{port}");
     // A long lease: the requeue below must come from the worker's goodbye,
     // not from the lease running out.
-    let _srv = server(
-        port,
-        &dir.path().join("data"),
-        &dir.path().join("server.log"),
-        "20s",
-    );
-    let mut w1 = worker(&url, "w-term", "cpu", &dir.path().join("w1.log"));
+    let env = Setup::start("20s");
+    let (dir, url) = (&env.dir, env.url.clone());
+    let mut w1 = env.worker("w-term", "cpu");
     let id = submit(&url, &sim_study(dir.path(), 2, 20, 200));
-    wait_trials(&url, &id, Duration::from_secs(20), |t| {
-        t.iter()
-            .any(|t| t["state"] == "running" && t["last_step"].as_u64().unwrap_or(0) >= 1)
-    });
+    wait_trials(&url, &id, Duration::from_secs(20), running_with_progress);
     let t0 = Instant::now();
     w1.sigterm();
     assert!(w1.wait_exit(Duration::from_secs(10)).success());
@@ -82,7 +123,7 @@ fn sigterm_makes_a_worker_hand_its_trials_back_at_once() {
         "{trials:?}"
     );
     // Another worker picks it up and the study completes.
-    let _w2 = worker(&url, "w-next", "cpu:2", &dir.path().join("w2.log"));
+    let _w2 = env.worker("w-next", "cpu:2");
     let done = wait_trials(&url, &id, Duration::from_secs(30), |t| {
         count(t, "completed") == 2
     });
@@ -111,24 +152,14 @@ fn submit(url: &str, study: &Path) -> String {
 
 #[test]
 fn a_worker_process_killed_mid_trial_has_its_trial_run_again_elsewhere() {
-    let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let url = format!("http://127.0.0.1:{port}");
-    let _srv = server(
-        port,
-        &dir.path().join("data"),
-        &dir.path().join("server.log"),
-        "2s",
-    );
-    let mut doomed = worker(&url, "w-doomed", "cpu", &dir.path().join("w1.log"));
+    let env = Setup::start("2s");
+    let (dir, url) = (&env.dir, env.url.clone());
+    let mut doomed = env.worker("w-doomed", "cpu");
     let id = submit(&url, &sim_study(dir.path(), 3, 10, 100));
-    let running = wait_trials(&url, &id, Duration::from_secs(20), |t| {
-        t.iter()
-            .any(|t| t["state"] == "running" && t["last_step"].as_u64().unwrap_or(0) >= 1)
-    });
+    let running = wait_trials(&url, &id, Duration::from_secs(20), running_with_progress);
     let victim = running.iter().find(|t| t["state"] == "running").unwrap()["number"].clone();
     doomed.kill9();
-    let _rescuer = worker(&url, "w-rescuer", "cpu:2", &dir.path().join("w2.log"));
+    let _rescuer = env.worker("w-rescuer", "cpu:2");
     let done = wait_trials(&url, &id, Duration::from_secs(40), |t| {
         count(t, "completed") == 3
     });
@@ -139,17 +170,10 @@ fn a_worker_process_killed_mid_trial_has_its_trial_run_again_elsewhere() {
 
 #[test]
 fn a_grid_study_on_two_worker_processes_runs_every_point_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let url = format!("http://127.0.0.1:{port}");
-    let _srv = server(
-        port,
-        &dir.path().join("data"),
-        &dir.path().join("server.log"),
-        "5s",
-    );
-    let _w1 = worker(&url, "w-a", "cpu", &dir.path().join("w1.log"));
-    let _w2 = worker(&url, "w-b", "cpu", &dir.path().join("w2.log"));
+    let env = Setup::start("5s");
+    let (dir, url) = (&env.dir, env.url.clone());
+    let _w1 = env.worker("w-a", "cpu");
+    let _w2 = env.worker("w-b", "cpu");
     let path = dir.path().join("grid.toml");
     std::fs::write(
         &path,
@@ -189,16 +213,9 @@ mode = ["a", "b"]
 
 #[test]
 fn submit_wait_status_and_cancel_from_the_command_line() {
-    let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let url = format!("http://127.0.0.1:{port}");
-    let _srv = server(
-        port,
-        &dir.path().join("data"),
-        &dir.path().join("server.log"),
-        "5s",
-    );
-    let _w = worker(&url, "w-cli", "cpu:2", &dir.path().join("w.log"));
+    let env = Setup::start("5s");
+    let (dir, url) = (&env.dir, env.url.clone());
+    let _w = env.worker("w-cli", "cpu:2");
     // --wait returns when the study ends, with the summary.
     let quick = sim_study(dir.path(), 4, 2, 10);
     submit(&url, &quick); // the server is up once this succeeds

@@ -139,10 +139,6 @@ impl Engine {
         Ok(engine)
     }
 
-    pub fn storage(&self) -> &Arc<dyn Storage> {
-        &self.inner.storage
-    }
-
     pub fn lease_ttl(&self) -> Duration {
         self.inner.config.lease_ttl
     }
