@@ -331,12 +331,12 @@ fn load_spec(spec: &DataSpec, seed: u64) -> Result<Dataset, DataError> {
     }
 }
 
-/// The folders searched for a named set, in order: `$HPO_DATA_DIR/<name>`
+/// The folders searched for a named set, in order: `$HPO_DATASETS/<name>`
 /// (when set), `/usr/share/datasets/<name>` (where Debian's `dataset-*`
 /// packages install) and `./data/<name>`.
 pub fn search_dirs(name: &str) -> Vec<PathBuf> {
     let mut dirs = Vec::new();
-    if let Some(root) = std::env::var_os("HPO_DATA_DIR").filter(|v| !v.is_empty()) {
+    if let Some(root) = std::env::var_os("HPO_DATASETS").filter(|v| !v.is_empty()) {
         dirs.push(PathBuf::from(root).join(name));
     }
     dirs.push(Path::new("/usr/share/datasets").join(name));
@@ -366,14 +366,14 @@ fn resolve_in(name: &str, dirs: Vec<PathBuf>) -> Result<PathBuf, DataError> {
         }
     }
     let mut detail = format!("looked in {}", notes.join(", "));
-    if std::env::var_os("HPO_DATA_DIR").is_none_or(|v| v.is_empty()) {
-        detail.push_str(" (HPO_DATA_DIR is not set)");
+    if std::env::var_os("HPO_DATASETS").is_none_or(|v| v.is_empty()) {
+        detail.push_str(" (HPO_DATASETS is not set)");
     }
     if name == "fashion-mnist" {
-        detail.push_str("; install Debian's dataset-fashion-mnist or set HPO_DATA_DIR");
+        detail.push_str("; install Debian's dataset-fashion-mnist or set HPO_DATASETS");
     } else {
         detail.push_str(&format!(
-            "; set HPO_DATA_DIR to a folder holding {name}/ with the four IDX files"
+            "; set HPO_DATASETS to a folder holding {name}/ with the four IDX files"
         ));
     }
     Err(DataError::NotFound {
