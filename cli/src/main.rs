@@ -1,6 +1,7 @@
 //! The `hpo` command. Each subcommand is a thin layer over the coordinator,
 //! worker and SDK crates: parse flags, call, print.
 
+mod bench;
 mod output;
 mod progress;
 
@@ -68,6 +69,13 @@ enum Command {
         /// even by kill -9) or `sync` (also power loss; slower).
         #[arg(long, env = "HPO_DURABILITY", value_enum, default_value = "process")]
         durability: DurabilityArg,
+        /// Where paused trials' checkpoints are kept (default: DATA_DIR/checkpoints).
+        /// May be a shared file system.
+        #[arg(long, env = "HPO_CHECKPOINT_DIR")]
+        checkpoint_dir: Option<PathBuf>,
+        /// Largest checkpoint a worker may upload, in MiB.
+        #[arg(long, env = "HPO_MAX_CHECKPOINT_MIB", default_value_t = 1024)]
+        max_checkpoint_mib: u64,
     },
     /// Run trials for a coordinator, one per device slot.
     ///
@@ -129,6 +137,16 @@ enum Command {
         #[arg(long, env = "HPO_COORDINATOR", default_value = DEFAULT_COORDINATOR)]
         coordinator: String,
     },
+    /// Simulate a study of the `table` trainer on a cluster, in seconds: the
+    /// real coordinator logic (sampler, scheduler, pause and resume) on a
+    /// simulated clock, each step charged the time its table says.
+    ///
+    /// Example: hpo bench examples/lcbench.toml --workers 64
+    ///
+    /// Compare schedulers over several tables and seeds (as docs/benchmarks.md):
+    /// hpo bench examples/lcbench.toml --workers 64 --seeds 3
+    /// --scheduler none,median,asha --dataset a.csv.gz --dataset b.csv.gz --markdown
+    Bench(bench::BenchArgs),
 }
 
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
@@ -171,8 +189,26 @@ fn main() -> ExitCode {
             | Command::Trials { .. }
             | Command::Best { .. }
             | Command::Cancel { .. }
+            | Command::Bench(..)
     );
     init_tracing(if quiet { "warn" } else { "info" });
+    // The simulator runs its own paused-clock runtimes, outside any other.
+    let command = match cli.command {
+        Command::Bench(args) => {
+            return match bench::run(args) {
+                Ok(code) => code,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    if e.downcast_ref::<InvalidStudy>().is_some() {
+                        ExitCode::from(2)
+                    } else {
+                        ExitCode::FAILURE
+                    }
+                }
+            };
+        }
+        other => other,
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -183,7 +219,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(dispatch(cli.command)) {
+    match runtime.block_on(dispatch(command)) {
         Ok(code) => code,
         Err(e) => {
             if e.downcast_ref::<InvalidStudy>().is_some() {
@@ -225,11 +261,14 @@ async fn dispatch(command: Command) -> Result<ExitCode> {
             devices,
             top,
         } => run_embedded(&study, &data_dir, devices, top).await,
+        Command::Bench(_) => anyhow::bail!("hpo bench runs outside the main runtime"),
         Command::Server {
             listen,
             data_dir,
             lease_ttl,
             durability,
+            checkpoint_dir,
+            max_checkpoint_mib,
         } => {
             let listener = tokio::net::TcpListener::bind(listen)
                 .await
@@ -242,6 +281,8 @@ async fn dispatch(command: Command) -> Result<ExitCode> {
                 },
                 engine: hpo_coordinator::engine::EngineConfig {
                     lease_ttl,
+                    checkpoint_dir,
+                    max_checkpoint_bytes: max_checkpoint_mib.saturating_mul(1 << 20),
                     ..Default::default()
                 },
             };
@@ -352,7 +393,15 @@ async fn run_embedded(
         ..Default::default()
     })
     .with_context(|| format!("cannot open data dir {}", data_dir.display()))?;
-    let engine = hpo_coordinator::engine::Engine::start(storage, Default::default())?;
+    // Checkpoints next to the records: an interrupted `hpo run` resumes its
+    // paused trials where they were.
+    let engine = hpo_coordinator::engine::Engine::start(
+        storage,
+        hpo_coordinator::engine::EngineConfig {
+            checkpoint_dir: Some(data_dir.join("checkpoints")),
+            ..Default::default()
+        },
+    )?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let url = format!("http://{}", listener.local_addr()?);
 

@@ -107,6 +107,9 @@ fn trial_json(t: &TrialInfo) -> serde_json::Value {
         "reason": t.reason,
         "started_at_ms": t.started_at_ms,
         "ended_at_ms": t.ended_at_ms,
+        "bracket": t.bracket,
+        "rung": t.rung,
+        "budget": t.budget,
         "params": t.params.iter().map(|(k, v)| (k.clone(), param_json(v))).collect::<serde_json::Map<_, _>>(),
     })
 }
@@ -120,10 +123,14 @@ fn duration_text(t: &TrialInfo) -> String {
 
 fn trial_rows(info: &StudyInfo, trials: &[&TrialInfo]) -> (Vec<String>, Vec<Vec<String>>) {
     let names: BTreeSet<&String> = trials.iter().flat_map(|t| t.params.keys()).collect();
+    let scheduled = info.scheduler != "none";
     let mut headers: Vec<String> = ["trial", "state", info.metric.as_str(), "steps", "time"]
         .iter()
         .map(|s| s.to_string())
         .collect();
+    if scheduled {
+        headers.extend(["bracket".to_string(), "rung".to_string()]);
+    }
     headers.extend(names.iter().map(|n| n.to_string()));
     let rows = trials
         .iter()
@@ -135,6 +142,9 @@ fn trial_rows(info: &StudyInfo, trials: &[&TrialInfo]) -> (Vec<String>, Vec<Vec<
                 t.last_step.map(|s| s.to_string()).unwrap_or_default(),
                 duration_text(t),
             ];
+            if scheduled {
+                r.extend([t.bracket.to_string(), t.rung.to_string()]);
+            }
             r.extend(
                 names
                     .iter()
@@ -233,7 +243,7 @@ pub fn print_status(s: &StudyInfo) {
     println!("  objective  {} {}", s.direction.as_str(), s.metric);
     let c = &s.counts;
     println!(
-        "  trials     {}/{} done: {} completed, {} failed, {} stopped, {} cancelled; {} running, {} waiting",
+        "  trials     {}/{} done: {} completed, {} failed, {} stopped, {} cancelled; {} running, {} paused, {} waiting",
         c.finished(),
         s.max_trials,
         c.completed,
@@ -241,8 +251,15 @@ pub fn print_status(s: &StudyInfo) {
         c.stopped,
         c.cancelled,
         c.running,
+        c.paused,
         c.waiting
     );
+    if s.scheduler != "none" {
+        println!(
+            "  scheduler  {}, {} resource units (epochs) trained",
+            s.scheduler, s.resource_used
+        );
+    }
     println!("  {}", best_text(s));
 }
 

@@ -4,8 +4,10 @@
 //! `run` serves the gRPC services on a listener the caller bound (port 0 in
 //! tests) until `shutdown` resolves.
 
+pub mod checkpoints;
 pub mod engine;
 pub mod sampler;
+pub mod scheduler;
 pub mod service;
 pub mod space;
 pub mod storage;
@@ -55,7 +57,13 @@ pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
-    let engine = Engine::start(open_storage(&config)?, config.engine.clone())?;
+    let mut engine_config = config.engine.clone();
+    if engine_config.checkpoint_dir.is_none()
+        && let Some(dir) = &config.data_dir
+    {
+        engine_config.checkpoint_dir = Some(dir.join("checkpoints"));
+    }
+    let engine = Engine::start(open_storage(&config)?, engine_config)?;
     serve(listener, engine, shutdown).await
 }
 

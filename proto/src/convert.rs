@@ -93,6 +93,7 @@ impl From<TrialState> for pb::TrialState {
         match s {
             TrialState::Waiting => pb::TrialState::Waiting,
             TrialState::Running => pb::TrialState::Running,
+            TrialState::Paused => pb::TrialState::Paused,
             TrialState::Completed => pb::TrialState::Completed,
             TrialState::Failed => pb::TrialState::Failed,
             TrialState::Stopped => pb::TrialState::Stopped,
@@ -105,6 +106,7 @@ pub fn trial_state(v: i32) -> Result<TrialState, ConvertError> {
     match pb::TrialState::try_from(v) {
         Ok(pb::TrialState::Waiting) => Ok(TrialState::Waiting),
         Ok(pb::TrialState::Running) => Ok(TrialState::Running),
+        Ok(pb::TrialState::Paused) => Ok(TrialState::Paused),
         Ok(pb::TrialState::Completed) => Ok(TrialState::Completed),
         Ok(pb::TrialState::Failed) => Ok(TrialState::Failed),
         Ok(pb::TrialState::Stopped) => Ok(TrialState::Stopped),
@@ -139,6 +141,7 @@ impl From<Decision> for pb::Decision {
         match d {
             Decision::Continue => pb::Decision::Continue,
             Decision::Stop => pb::Decision::Stop,
+            Decision::Pause => pb::Decision::Pause,
         }
     }
 }
@@ -147,13 +150,15 @@ pub fn decision(v: i32) -> Result<Decision, ConvertError> {
     match pb::Decision::try_from(v) {
         Ok(pb::Decision::Continue) => Ok(Decision::Continue),
         Ok(pb::Decision::Stop) => Ok(Decision::Stop),
+        Ok(pb::Decision::Pause) => Ok(Decision::Pause),
         Ok(pb::Decision::Unspecified) => Err(ConvertError::Missing("decision")),
         Err(_) => Err(invalid("decision", format!("unknown decision {v}"))),
     }
 }
 
-/// The outcome of a FinishTrial request; `reason` goes with a failure.
-pub fn outcome(v: i32, reason: String) -> Result<Outcome, ConvertError> {
+/// The outcome of a FinishTrial request; `reason` goes with a failure,
+/// `paused_step` with a pause.
+pub fn outcome(v: i32, reason: String, paused_step: u32) -> Result<Outcome, ConvertError> {
     match pb::Outcome::try_from(v) {
         Ok(pb::Outcome::Completed) => Ok(Outcome::Completed),
         Ok(pb::Outcome::Failed) => Ok(Outcome::Failed(if reason.is_empty() {
@@ -162,17 +167,59 @@ pub fn outcome(v: i32, reason: String) -> Result<Outcome, ConvertError> {
             reason
         })),
         Ok(pb::Outcome::Interrupted) => Ok(Outcome::Interrupted),
+        Ok(pb::Outcome::Paused) if paused_step == 0 => Err(ConvertError::Missing("paused_step")),
+        Ok(pb::Outcome::Paused) => Ok(Outcome::Paused { step: paused_step }),
         Ok(pb::Outcome::Unspecified) => Err(ConvertError::Missing("outcome")),
         Err(_) => Err(invalid("outcome", format!("unknown outcome {v}"))),
     }
 }
 
-/// The wire pair (outcome, reason) of a domain outcome.
-pub fn outcome_to_pb(o: &Outcome) -> (pb::Outcome, String) {
+/// The wire triple (outcome, reason, paused_step) of a domain outcome.
+pub fn outcome_to_pb(o: &Outcome) -> (pb::Outcome, String, u32) {
     match o {
-        Outcome::Completed => (pb::Outcome::Completed, String::new()),
-        Outcome::Failed(r) => (pb::Outcome::Failed, r.clone()),
-        Outcome::Interrupted => (pb::Outcome::Interrupted, String::new()),
+        Outcome::Completed => (pb::Outcome::Completed, String::new(), 0),
+        Outcome::Failed(r) => (pb::Outcome::Failed, r.clone(), 0),
+        Outcome::Interrupted => (pb::Outcome::Interrupted, String::new(), 0),
+        Outcome::Paused { step } => (pb::Outcome::Paused, String::new(), *step),
+    }
+}
+
+impl From<&CheckpointRef> for pb::CheckpointInfo {
+    fn from(c: &CheckpointRef) -> Self {
+        pb::CheckpointInfo {
+            trial: Some(pb::TrialRef {
+                study_id: c.trial.study.0,
+                number: c.trial.number,
+            }),
+            attempt: c.attempt,
+            step: c.step,
+            size: c.size,
+            crc32: c.crc32,
+        }
+    }
+}
+
+impl TryFrom<pb::CheckpointInfo> for CheckpointRef {
+    type Error = ConvertError;
+    fn try_from(c: pb::CheckpointInfo) -> Result<Self, ConvertError> {
+        if c.step == 0 {
+            return Err(ConvertError::Missing("checkpoint.step"));
+        }
+        Ok(CheckpointRef {
+            trial: trial_ref(c.trial)?,
+            attempt: c.attempt,
+            step: c.step,
+            size: c.size,
+            crc32: c.crc32,
+        })
+    }
+}
+
+pub fn resource(s: &str) -> Result<Resource, ConvertError> {
+    match s {
+        "" | "epochs" => Ok(Resource::Epochs),
+        "data_fraction" => Ok(Resource::DataFraction),
+        other => Err(invalid("resource", format!("unknown resource \"{other}\""))),
     }
 }
 
@@ -192,6 +239,10 @@ impl From<&Assignment> for pb::TrialAssignment {
             }),
             seed: a.seed,
             metric: a.metric.clone(),
+            resource: a.resource.as_str().to_string(),
+            budget: a.budget,
+            max_resource: a.max_resource,
+            resume: a.resume.as_ref().map(Into::into),
         }
     }
 }
@@ -219,6 +270,15 @@ impl TryFrom<pb::TrialAssignment> for Assignment {
             },
             seed: a.seed,
             metric: a.metric,
+            resource: resource(&a.resource)?,
+            // An older peer sends no budget: the whole run.
+            budget: if a.budget == 0 { t.epochs } else { a.budget },
+            max_resource: if a.max_resource == 0 {
+                t.epochs
+            } else {
+                a.max_resource
+            },
+            resume: a.resume.map(CheckpointRef::try_from).transpose()?,
         })
     }
 }
@@ -259,6 +319,9 @@ impl From<&TrialInfo> for pb::Trial {
             started_at_ms: t.started_at_ms,
             ended_at_ms: t.ended_at_ms,
             metrics: t.metrics.iter().map(Into::into).collect(),
+            bracket: t.bracket,
+            rung: t.rung,
+            budget: t.budget,
         }
     }
 }
@@ -280,6 +343,9 @@ impl TryFrom<pb::Trial> for TrialInfo {
             reason: t.reason,
             started_at_ms: t.started_at_ms,
             ended_at_ms: t.ended_at_ms,
+            bracket: t.bracket,
+            rung: t.rung,
+            budget: t.budget,
             metrics: t
                 .metrics
                 .into_iter()
@@ -325,6 +391,9 @@ impl From<&StudyInfo> for pb::StudySummary {
             created_at_ms: s.created_at_ms,
             ended_at_ms: s.ended_at_ms,
             study_toml: s.study_toml.clone(),
+            paused: s.counts.paused,
+            scheduler: s.scheduler.clone(),
+            resource_used: s.resource_used,
         }
     }
 }
@@ -340,9 +409,12 @@ impl TryFrom<pb::StudySummary> for StudyInfo {
             metric: s.metric,
             direction: direction(&s.direction)?,
             max_trials: s.max_trials,
+            scheduler: s.scheduler,
+            resource_used: s.resource_used,
             counts: TrialCounts {
                 waiting: s.waiting,
                 running: s.running,
+                paused: s.paused,
                 completed: s.completed,
                 failed: s.failed,
                 stopped: s.stopped,
@@ -392,6 +464,19 @@ mod tests {
             },
             seed: 99,
             metric: "val_accuracy".into(),
+            resource: Resource::Epochs,
+            budget: 3,
+            max_resource: 4,
+            resume: Some(CheckpointRef {
+                trial: TrialId {
+                    study: StudyId(3),
+                    number: 7,
+                },
+                attempt: 1,
+                step: 1,
+                size: 10,
+                crc32: 77,
+            }),
         };
         assert_eq!(
             Assignment::try_from(pb::TrialAssignment::from(&a)).unwrap(),
@@ -415,6 +500,9 @@ mod tests {
             reason: "study ended: target".into(),
             started_at_ms: 10,
             ended_at_ms: 20,
+            bracket: 1,
+            rung: 2,
+            budget: 9,
             metrics: vec![MetricPoint {
                 attempt: 1,
                 step: 1,
@@ -430,7 +518,10 @@ mod tests {
             metric: "loss".into(),
             direction: Direction::Minimize,
             max_trials: 5,
+            scheduler: "asha".into(),
+            resource_used: 12,
             counts: TrialCounts {
+                paused: 2,
                 completed: 4,
                 failed: 1,
                 ..Default::default()
@@ -463,8 +554,16 @@ mod tests {
             ConvertError::Missing("worker_id")
         );
         assert_eq!(
-            outcome(2, String::new()).unwrap(),
+            outcome(2, String::new(), 0).unwrap(),
             Outcome::Failed("trainer failed without a reason".into())
+        );
+        assert_eq!(
+            outcome(4, String::new(), 0).unwrap_err(),
+            ConvertError::Missing("paused_step")
+        );
+        assert_eq!(
+            outcome(4, String::new(), 3).unwrap(),
+            Outcome::Paused { step: 3 }
         );
         let mut a = pb::TrialAssignment::default();
         assert_eq!(

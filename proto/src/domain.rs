@@ -77,6 +77,9 @@ pub type MetricValues = BTreeMap<String, f64>;
 pub enum TrialState {
     Waiting,
     Running,
+    /// Reached a rung of its scheduler and gave its slot back; its checkpoint
+    /// is kept so a promotion resumes it where it stopped.
+    Paused,
     Completed,
     Failed,
     /// Ended early by a study rule or a scheduler; its metrics are kept.
@@ -86,13 +89,17 @@ pub enum TrialState {
 
 impl TrialState {
     pub fn is_terminal(self) -> bool {
-        !matches!(self, TrialState::Waiting | TrialState::Running)
+        !matches!(
+            self,
+            TrialState::Waiting | TrialState::Running | TrialState::Paused
+        )
     }
 
     pub fn as_str(self) -> &'static str {
         match self {
             TrialState::Waiting => "waiting",
             TrialState::Running => "running",
+            TrialState::Paused => "paused",
             TrialState::Completed => "completed",
             TrialState::Failed => "failed",
             TrialState::Stopped => "stopped",
@@ -165,7 +172,11 @@ impl Direction {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Decision {
     Continue,
+    /// Ends the trial for good (it is not promising).
     Stop,
+    /// The trial reached a rung: save a checkpoint, upload it, give the slot
+    /// back (`Outcome::Paused`). A promotion resumes it later, on any worker.
+    Pause,
 }
 
 /// How a worker says a trial's attempt ended.
@@ -177,6 +188,9 @@ pub enum Outcome {
     Failed(String),
     /// The worker is going away: the trial goes back in the queue.
     Interrupted,
+    /// The trainer stopped at `step` after a pause decision (or at the end of
+    /// its budget) and the checkpoint of that step was uploaded.
+    Paused { step: u32 },
 }
 
 /// What a worker needs to run one trial.
@@ -189,6 +203,46 @@ pub struct Assignment {
     pub trainer: TrainerConfig,
     pub seed: u64,
     pub metric: String,
+    /// What the trainer's steps count and how far this segment may go.
+    pub resource: Resource,
+    /// Train up to this resource level (a step for `Epochs`), then pause
+    /// unless it is `max_resource`.
+    pub budget: u32,
+    pub max_resource: u32,
+    /// Where a promoted or requeued trial starts again: its checkpoint.
+    pub resume: Option<CheckpointRef>,
+}
+
+/// What a trial's budget is measured in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+pub enum Resource {
+    /// Epochs: one step per epoch; a budget of `b` trains epochs 1..=b.
+    #[default]
+    Epochs,
+    /// A fraction of the training set: a budget of `b` trains the trainer's
+    /// `epochs` on the first `b / max_resource` of a fixed shuffle of the
+    /// training set, and reports once, at step `b`.
+    DataFraction,
+}
+
+impl Resource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Resource::Epochs => "epochs",
+            Resource::DataFraction => "data_fraction",
+        }
+    }
+}
+
+/// A stored checkpoint: the state of a trial after `step`, saved by the worker
+/// that ran `attempt`. `crc32` and `size` let the receiver check it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckpointRef {
+    pub trial: TrialId,
+    pub attempt: u32,
+    pub step: u32,
+    pub size: u64,
+    pub crc32: u32,
 }
 
 /// The `[trainer]` table: which trainer, on what data, for how long, and the
@@ -230,6 +284,11 @@ pub struct TrialInfo {
     pub reason: String,
     pub started_at_ms: i64,
     pub ended_at_ms: i64,
+    /// The scheduler's placement: Hyperband bracket, rung index, and the
+    /// resource level the trial is (or was last) trained to.
+    pub bracket: u32,
+    pub rung: u32,
+    pub budget: u32,
     /// Filled only when asked for.
     pub metrics: Vec<MetricPoint>,
 }
@@ -244,6 +303,11 @@ pub struct StudyInfo {
     pub metric: String,
     pub direction: Direction,
     pub max_trials: u32,
+    /// The early-stopping scheduler ("none", "asha", ...).
+    pub scheduler: String,
+    /// Resource units (epochs) trained by all trials; resumes do not count
+    /// twice.
+    pub resource_used: u64,
     pub counts: TrialCounts,
     pub best: Option<TrialInfo>,
     pub created_at_ms: i64,
@@ -255,6 +319,7 @@ pub struct StudyInfo {
 pub struct TrialCounts {
     pub waiting: u32,
     pub running: u32,
+    pub paused: u32,
     pub completed: u32,
     pub failed: u32,
     pub stopped: u32,
@@ -266,6 +331,7 @@ impl TrialCounts {
         match state {
             TrialState::Waiting => self.waiting += 1,
             TrialState::Running => self.running += 1,
+            TrialState::Paused => self.paused += 1,
             TrialState::Completed => self.completed += 1,
             TrialState::Failed => self.failed += 1,
             TrialState::Stopped => self.stopped += 1,

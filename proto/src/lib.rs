@@ -17,7 +17,7 @@ pub mod pb {
 
 /// Bumped on any wire change a peer of the previous version would misread.
 /// Workers announce it at registration and the coordinator refuses others.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 pub use convert::ConvertError;
 pub use domain::*;

@@ -3,7 +3,7 @@
 //! the dotted key and what was expected, e.g.
 //! `quickstart.toml: params.lr.low: must be > 0 when log = true`.
 
-use crate::domain::{Direction, ParamValue, Params, TrainerConfig};
+use crate::domain::{Direction, ParamValue, Params, Resource, TrainerConfig};
 use crate::trainers::{self, KnownKind};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -35,6 +35,100 @@ pub struct StudySpec {
     pub search: Search,
     pub trainer: TrainerConfig,
     pub params: BTreeMap<String, ParamSpec>,
+    /// Early stopping; `SchedulerKind::None` when the file has no `[schedule]`.
+    #[serde(default)]
+    pub schedule: ScheduleSpec,
+}
+
+/// Early-stopping scheduler, from the `[schedule]` table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum SchedulerKind {
+    /// Every trial trains to `max_resource`.
+    #[default]
+    None,
+    /// Median stopping rule (Golovin et al. 2017).
+    Median,
+    /// Synchronous successive halving (Jamieson and Talwalkar 2016).
+    SuccessiveHalving,
+    /// Asynchronous successive halving (Li et al. 2020).
+    Asha,
+    /// Synchronous Hyperband (Li et al. 2018).
+    Hyperband,
+    /// Hyperband's brackets, each run as ASHA.
+    AsyncHyperband,
+}
+
+impl SchedulerKind {
+    pub const ALL: [SchedulerKind; 6] = [
+        SchedulerKind::None,
+        SchedulerKind::Median,
+        SchedulerKind::SuccessiveHalving,
+        SchedulerKind::Asha,
+        SchedulerKind::Hyperband,
+        SchedulerKind::AsyncHyperband,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SchedulerKind::None => "none",
+            SchedulerKind::Median => "median",
+            SchedulerKind::SuccessiveHalving => "successive_halving",
+            SchedulerKind::Asha => "asha",
+            SchedulerKind::Hyperband => "hyperband",
+            SchedulerKind::AsyncHyperband => "async_hyperband",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+
+    /// Schedulers that pause trials at rungs (and so need checkpoints).
+    pub fn pauses(self) -> bool {
+        matches!(
+            self,
+            SchedulerKind::SuccessiveHalving
+                | SchedulerKind::Asha
+                | SchedulerKind::Hyperband
+                | SchedulerKind::AsyncHyperband
+        )
+    }
+}
+
+/// The `[schedule]` table, validated: `min_resource < max_resource`,
+/// `reduction_factor >= 2`, and a resource the trainer supports.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ScheduleSpec {
+    pub algorithm: SchedulerKind,
+    pub resource: Resource,
+    /// Smallest budget (the first rung), in resource units.
+    pub min_resource: u32,
+    /// Full budget: `trainer.epochs` for `resource = "epochs"`.
+    pub max_resource: u32,
+    /// η: a rung keeps its best 1/η.
+    pub reduction_factor: u32,
+    /// Median rule: no stopping before this step.
+    pub grace_period: u32,
+    /// Median rule: no stopping until this many other trials reported the
+    /// same step.
+    pub min_trials: u32,
+    /// Hyperband: how many brackets (default: all, `s_max + 1`).
+    pub brackets: Option<u32>,
+}
+
+impl Default for ScheduleSpec {
+    fn default() -> Self {
+        ScheduleSpec {
+            algorithm: SchedulerKind::None,
+            resource: Resource::Epochs,
+            min_resource: 1,
+            max_resource: 1,
+            reduction_factor: 3,
+            grace_period: 1,
+            min_trials: 3,
+            brackets: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -74,6 +168,11 @@ pub struct Search {
     pub max_trials: u32,
     pub max_parallel: u32,
     pub max_duration: Option<Duration>,
+    /// Stop the study once its trials have trained this many resource units
+    /// in total (epochs; a resumed trial does not pay twice). For comparing
+    /// schedulers at an equal budget.
+    #[serde(default)]
+    pub max_total_resource: Option<u64>,
     pub target: Option<f64>,
     /// How many times a trial whose worker vanished is run again.
     pub max_retries: u32,
@@ -185,6 +284,18 @@ impl StudySpec {
 }
 
 /// Points in the grid of `params`, or None when one has no finite grid.
+/// `s_max`: the number of times `min_resource` can be multiplied by η without
+/// passing `max_resource` (Hyperband's `floor(log_η(R / r))`).
+pub fn levels(min_resource: u32, max_resource: u32, eta: u32) -> u32 {
+    let mut s = 0;
+    let mut r = u64::from(min_resource.max(1));
+    while r * u64::from(eta.max(2)) <= u64::from(max_resource) {
+        r *= u64::from(eta.max(2));
+        s += 1;
+    }
+    s
+}
+
 fn grid_points(params: &BTreeMap<String, ParamSpec>) -> Option<u64> {
     params
         .values()
@@ -342,6 +453,7 @@ impl Cx<'_> {
                 "search",
                 "trainer",
                 "params",
+                "schedule",
             ],
         )?;
         let version = self.int(t, "", "version")?.unwrap_or(STUDY_FILE_VERSION);
@@ -411,6 +523,17 @@ impl Cx<'_> {
         if search.max_parallel == 0 {
             search.max_parallel = search.max_trials;
         }
+        let mut trainer = trainer;
+        let schedule = match t.get("schedule") {
+            None if trainer.epochs == 0 => {
+                return Err(self.err("trainer.epochs", "missing (expected an integer >= 1)"));
+            }
+            None => ScheduleSpec {
+                max_resource: trainer.epochs,
+                ..ScheduleSpec::default()
+            },
+            Some(_) => self.schedule(self.table(t, "schedule")?, &mut trainer, kind)?,
+        };
         Ok(StudySpec {
             name,
             seed,
@@ -418,6 +541,7 @@ impl Cx<'_> {
             search,
             trainer,
             params,
+            schedule,
         })
     }
 
@@ -478,6 +602,7 @@ impl Cx<'_> {
                 "target",
                 "max_retries",
                 "priority",
+                "max_total_resource",
             ],
         )?;
         let algorithm = match self.required_string(t, p, "algorithm")?.as_str() {
@@ -514,6 +639,10 @@ impl Cx<'_> {
             }
         };
         let target = self.float(t, p, "target")?;
+        let max_total_resource = match self.int(t, p, "max_total_resource")? {
+            Some(n) => Some(self.ranged(join(p, "max_total_resource"), n, 1, i64::MAX)? as u64),
+            None => None,
+        };
         let max_retries = match self.int(t, p, "max_retries")? {
             Some(n) => self.ranged(join(p, "max_retries"), n, 0, 100)? as u32,
             None => 2,
@@ -530,6 +659,144 @@ impl Cx<'_> {
             target,
             max_retries,
             priority,
+            max_total_resource,
+        })
+    }
+
+    /// The `[schedule]` table. For `resource = "epochs"` the full budget is
+    /// the trainer's epochs: `max_resource` may stand in for a missing
+    /// `trainer.epochs`, but may not contradict it.
+    fn schedule(
+        &self,
+        t: &toml::Table,
+        trainer: &mut TrainerConfig,
+        info: &trainers::TrainerInfo,
+    ) -> Result<ScheduleSpec, SpecError> {
+        let p = "schedule";
+        self.only_keys(
+            t,
+            p,
+            &[
+                "algorithm",
+                "resource",
+                "min_resource",
+                "max_resource",
+                "reduction_factor",
+                "grace_period",
+                "min_trials",
+                "brackets",
+            ],
+        )?;
+        let algorithm = match self.string(t, p, "algorithm")? {
+            None => SchedulerKind::None,
+            Some(a) => SchedulerKind::parse(&a).ok_or_else(|| {
+                let names: Vec<&str> = SchedulerKind::ALL.iter().map(|k| k.as_str()).collect();
+                self.err(
+                    "schedule.algorithm",
+                    format!("expected one of: {}, got \"{a}\"", names.join(", ")),
+                )
+            })?,
+        };
+        let resource = match self.string(t, p, "resource")?.as_deref() {
+            None | Some("epochs") => Resource::Epochs,
+            Some("data_fraction") => Resource::DataFraction,
+            Some(other) => {
+                return Err(self.err(
+                    "schedule.resource",
+                    format!("expected \"epochs\" or \"data_fraction\", got \"{other}\""),
+                ));
+            }
+        };
+        if !info.resources.contains(&resource) {
+            let names: Vec<&str> = info.resources.iter().map(|r| r.as_str()).collect();
+            return Err(self.err(
+                "schedule.resource",
+                format!(
+                    "trainer `{}` does not support resource \"{}\" (it supports: {})",
+                    info.name,
+                    resource.as_str(),
+                    names.join(", ")
+                ),
+            ));
+        }
+        let positive = |key: &str| -> Result<Option<u32>, SpecError> {
+            match self.int(t, p, key)? {
+                Some(n) => Ok(Some(self.ranged(join(p, key), n, 1, 1_000_000)? as u32)),
+                None => Ok(None),
+            }
+        };
+        let min_resource = positive("min_resource")?.unwrap_or(1);
+        let max_resource = match (resource, positive("max_resource")?) {
+            (Resource::Epochs, Some(m)) if trainer.epochs != 0 && m != trainer.epochs => {
+                return Err(self.err(
+                    "schedule.max_resource",
+                    format!(
+                        "is {m} but trainer.epochs is {}: with resource = \"epochs\" the full budget is the trainer's epochs (set one of them, or both equal)",
+                        trainer.epochs
+                    ),
+                ));
+            }
+            (Resource::Epochs, Some(m)) => {
+                trainer.epochs = m;
+                m
+            }
+            (Resource::Epochs, None) => trainer.epochs,
+            (Resource::DataFraction, Some(m)) => m,
+            (Resource::DataFraction, None) => {
+                return Err(self.err(
+                    "schedule.max_resource",
+                    "missing (resource = \"data_fraction\" needs the number of levels: a budget b trains on b / max_resource of the data)",
+                ));
+            }
+        };
+        if trainer.epochs == 0 {
+            return Err(self.err("trainer.epochs", "missing (expected an integer >= 1)"));
+        }
+        let reduction_factor = match self.int(t, p, "reduction_factor")? {
+            Some(n) if n < 2 => {
+                return Err(self.err(
+                    "schedule.reduction_factor",
+                    format!("must be at least 2 (a rung keeps its best 1/reduction_factor), got {n}"),
+                ));
+            }
+            Some(n) => self.ranged(join(p, "reduction_factor"), n, 2, 1000)? as u32,
+            None => 3,
+        };
+        if algorithm != SchedulerKind::None && min_resource >= max_resource {
+            return Err(self.err(
+                "schedule.min_resource",
+                format!(
+                    "must be less than max_resource ({max_resource}), got {min_resource}: with one budget level there is nothing to stop early"
+                ),
+            ));
+        }
+        let grace_period = positive("grace_period")?.unwrap_or(min_resource);
+        let min_trials = match self.int(t, p, "min_trials")? {
+            Some(n) => self.ranged(join(p, "min_trials"), n, 1, 1_000_000)? as u32,
+            None => 3,
+        };
+        let s_max = levels(min_resource, max_resource, reduction_factor);
+        let brackets = match positive("brackets")? {
+            Some(b) if b > s_max + 1 => {
+                return Err(self.err(
+                    "schedule.brackets",
+                    format!(
+                        "must be at most {} for min_resource = {min_resource}, max_resource = {max_resource}, reduction_factor = {reduction_factor}, got {b}",
+                        s_max + 1
+                    ),
+                ));
+            }
+            other => other,
+        };
+        Ok(ScheduleSpec {
+            algorithm,
+            resource,
+            min_resource,
+            max_resource,
+            reduction_factor,
+            grace_period,
+            min_trials,
+            brackets,
         })
     }
 
@@ -537,9 +804,11 @@ impl Cx<'_> {
         let p = "trainer";
         let kind = self.required_string(t, p, "kind")?;
         let dataset = self.string(t, p, "dataset")?.unwrap_or_default();
+        // 0 when missing: `[schedule] max_resource` may supply it; checked in
+        // `study` once the schedule is read.
         let epochs = match self.int(t, p, "epochs")? {
             Some(n) => self.ranged(join(p, "epochs"), n, 1, 100_000)? as u32,
-            None => return Err(self.err("trainer.epochs", "missing (expected an integer >= 1)")),
+            None => 0,
         };
         let mut settings = Params::new();
         for (k, v) in t {

@@ -2,7 +2,7 @@
 //! parameters against this table at submit time, so a misspelt parameter is an
 //! error before any compute is spent rather than in the middle of training.
 
-use crate::domain::ParamValue;
+use crate::domain::{ParamValue, Resource};
 
 #[derive(Debug)]
 pub enum KnownKind {
@@ -11,6 +11,8 @@ pub enum KnownKind {
     Choice(&'static [&'static str]),
     /// Any value (open trainers ignore what they cannot use).
     Any,
+    /// A string, such as a file path.
+    Text,
 }
 
 impl KnownKind {
@@ -20,6 +22,7 @@ impl KnownKind {
             KnownKind::Int => "int",
             KnownKind::Choice(_) => "categorical",
             KnownKind::Any => "float",
+            KnownKind::Text => "string",
         }
     }
 }
@@ -39,6 +42,8 @@ impl KnownParam {
     pub fn check_value(&self, value: &ParamValue) -> Result<(), String> {
         match (&self.kind, value) {
             (KnownKind::Any, _) => Ok(()),
+            (KnownKind::Text, ParamValue::Categorical(_)) => Ok(()),
+            (KnownKind::Text, other) => Err(format!("expected a string, got {other}")),
             (KnownKind::Choice(options), ParamValue::Categorical(s)) => {
                 if options.contains(&s.as_str()) {
                     Ok(())
@@ -82,6 +87,8 @@ pub struct TrainerInfo {
     /// Accepts any parameter name (the simulated trainer's objective is a
     /// function of whatever numeric values it is given).
     pub open_numeric: bool,
+    /// What `[schedule] resource` may be for this trainer.
+    pub resources: &'static [Resource],
 }
 
 /// For `open_numeric` trainers: the shape of any unlisted parameter.
@@ -119,6 +126,7 @@ pub static TRAINERS: &[TrainerInfo] = &[
         about: "a multi-layer perceptron trained with libtorch; reports train_loss, val_loss, val_accuracy per epoch",
         needs_dataset: true,
         open_numeric: false,
+        resources: &[Resource::Epochs, Resource::DataFraction],
         params: &[
             KnownParam {
                 name: "hidden",
@@ -197,6 +205,7 @@ pub static TRAINERS: &[TrainerInfo] = &[
         about: "no training: a closed-form objective of the numeric parameters per step, for tests, benchmarks and dry runs",
         needs_dataset: false,
         open_numeric: true,
+        resources: &[Resource::Epochs],
         params: &[
             KnownParam {
                 name: "step_ms",
@@ -211,6 +220,36 @@ pub static TRAINERS: &[TrainerInfo] = &[
                 min: 0.0,
                 max: 1e9,
                 help: "fail the trial at this step (tests)",
+            },
+        ],
+    },
+    TrainerInfo {
+        name: "table",
+        about: "replays learning curves from a table (e.g. LCBench): the nearest configuration in `configs` to the proposed one, its metrics per step from `dataset` (a CSV, or .csv.gz, of config_id, step, metrics)",
+        needs_dataset: true,
+        open_numeric: true,
+        resources: &[Resource::Epochs],
+        params: &[
+            KnownParam {
+                name: "configs",
+                kind: KnownKind::Text,
+                min: 0.0,
+                max: 0.0,
+                help: "CSV of config_id and one column per parameter",
+            },
+            KnownParam {
+                name: "time_column",
+                kind: KnownKind::Text,
+                min: 0.0,
+                max: 0.0,
+                help: "metric column with the cumulative training seconds (default \"time\")",
+            },
+            KnownParam {
+                name: "time_scale",
+                kind: KnownKind::Float,
+                min: 0.0,
+                max: 1e6,
+                help: "sleep this many seconds per simulated second (default 0: no sleep)",
             },
         ],
     },

@@ -5,7 +5,7 @@ use hpo_proto::convert;
 use hpo_proto::pb::study_service_client::StudyServiceClient;
 use hpo_proto::pb::worker_service_client::WorkerServiceClient;
 use hpo_proto::{
-    Assignment, ConvertError, Decision, MetricValues, Outcome, PROTOCOL_VERSION, StudyId,
+    Assignment, CheckpointRef, ConvertError, Decision, MetricValues, Outcome, PROTOCOL_VERSION, StudyId,
     StudyInfo, TrialId, TrialInfo, TrialState, WorkerId, pb,
 };
 use std::time::Duration;
@@ -27,6 +27,8 @@ pub enum SdkError {
     Status(tonic::Status),
     #[error("malformed answer from the coordinator: {0}")]
     Convert(#[from] ConvertError),
+    #[error("{0}")]
+    Checkpoint(String),
 }
 
 impl SdkError {
@@ -289,7 +291,7 @@ impl WorkerClient {
         attempt: u32,
         outcome: &Outcome,
     ) -> Result<TrialState> {
-        let (o, reason) = convert::outcome_to_pb(outcome);
+        let (o, reason, paused_step) = convert::outcome_to_pb(outcome);
         let r = self
             .inner
             .clone()
@@ -299,9 +301,81 @@ impl WorkerClient {
                 attempt,
                 outcome: o as i32,
                 reason,
+                paused_step,
             })
             .await?
             .into_inner();
         Ok(convert::trial_state(r.state)?)
     }
+
+    /// Uploads the checkpoint of `trial` after `step` of `attempt`, in
+    /// chunks, with its size and CRC-32 so the coordinator can check it.
+    pub async fn upload_checkpoint(
+        &self,
+        trial: TrialId,
+        attempt: u32,
+        step: u32,
+        bytes: &[u8],
+    ) -> Result<CheckpointRef> {
+        let header = CheckpointRef {
+            trial,
+            attempt,
+            step,
+            size: bytes.len() as u64,
+            crc32: crc32fast::hash(bytes),
+        };
+        let mut chunks = vec![pb::CheckpointChunk {
+            kind: Some(pb::checkpoint_chunk::Kind::Header((&header).into())),
+            worker_id: self.id.0.clone(),
+        }];
+        chunks.extend(bytes.chunks(CHECKPOINT_CHUNK).map(|c| pb::CheckpointChunk {
+            kind: Some(pb::checkpoint_chunk::Kind::Data(c.to_vec())),
+            worker_id: String::new(),
+        }));
+        let r = self
+            .inner
+            .clone()
+            .upload_checkpoint(tokio_stream::iter(chunks))
+            .await?
+            .into_inner();
+        Ok(CheckpointRef::try_from(r)?)
+    }
+
+    /// Downloads the checkpoint a resumed trial's assignment names and checks
+    /// its size and CRC-32.
+    pub async fn download_checkpoint(
+        &self,
+        attempt: u32,
+        checkpoint: &CheckpointRef,
+    ) -> Result<Vec<u8>> {
+        let mut stream = self
+            .inner
+            .clone()
+            .download_checkpoint(pb::DownloadCheckpointRequest {
+                worker_id: self.id.0.clone(),
+                checkpoint: Some(checkpoint.into()),
+                attempt,
+            })
+            .await?
+            .into_inner();
+        let mut bytes = Vec::with_capacity(checkpoint.size as usize);
+        while let Some(chunk) = stream.message().await? {
+            if let Some(pb::checkpoint_chunk::Kind::Data(d)) = chunk.kind {
+                bytes.extend_from_slice(&d);
+            }
+        }
+        if bytes.len() as u64 != checkpoint.size || crc32fast::hash(&bytes) != checkpoint.crc32 {
+            return Err(SdkError::Checkpoint(format!(
+                "checkpoint of trial {} step {} arrived damaged ({} bytes, expected {})",
+                checkpoint.trial,
+                checkpoint.step,
+                bytes.len(),
+                checkpoint.size
+            )));
+        }
+        Ok(bytes)
+    }
 }
+
+/// Size of the data chunks of a checkpoint upload.
+const CHECKPOINT_CHUNK: usize = 1 << 20;

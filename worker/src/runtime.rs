@@ -243,9 +243,53 @@ async fn run_trial(shared: &Arc<Shared>, device: Device, assignment: Assignment)
     lock(&shared.running).insert(trial, RunningTrial { stop: stop.clone() });
     tracing::info!(worker = %shared.client.id(), study = %trial.study, trial = trial.number, attempt, %device, params = ?assignment.params, "trial started");
 
+    // A promoted or requeued trial resumes from its checkpoint.
+    let resume = match &assignment.resume {
+        None => Ok(None),
+        Some(c) => download(shared, attempt, c).await.map(Some),
+    };
+    let result = match resume {
+        Ok(resume) => train(shared, device, assignment, resume, stop).await,
+        Err(reason) => Err(reason),
+    };
+    let interrupted = shared.interrupt.load(Ordering::SeqCst);
+    let outcome = match result {
+        // A trial that ran to its end is kept, shutdown or not.
+        Ok(TrainEnd::Finished) => Outcome::Completed,
+        // So is a paused one, once its checkpoint is stored.
+        Ok(TrainEnd::Paused { step, checkpoint }) => {
+            match upload(shared, trial, attempt, step, &checkpoint).await {
+                Ok(()) => Outcome::Paused { step },
+                Err(_) if interrupted => Outcome::Interrupted,
+                Err(reason) => Outcome::Failed(reason),
+            }
+        }
+        _ if interrupted => Outcome::Interrupted,
+        Ok(TrainEnd::Stopped) => Outcome::Completed,
+        Err(reason) => Outcome::Failed(reason),
+    };
+    finish(shared, trial, attempt, &outcome).await;
+    lock(&shared.running).remove(&trial);
+}
+
+/// Runs the trainer on a thread of its own and waits for it without
+/// blocking the runtime.
+async fn train(
+    shared: &Arc<Shared>,
+    device: Device,
+    assignment: Assignment,
+    resume: Option<Vec<u8>>,
+    stop: Arc<AtomicBool>,
+) -> Result<TrainEnd, String> {
+    let trial = assignment.trial;
+    let attempt = assignment.attempt;
     let (tx, rx) = tokio::sync::oneshot::channel();
     let thread_shared = shared.clone();
-    let job = TrialJob { assignment, device };
+    let job = TrialJob {
+        assignment,
+        device,
+        resume,
+    };
     let spawned = std::thread::Builder::new()
         .name(format!("trial-{trial}"))
         .spawn(move || {
@@ -273,22 +317,62 @@ async fn run_trial(shared: &Arc<Shared>, device: Device, assignment: Assignment)
             };
             let _ = tx.send(result);
         });
-    let result = match spawned {
+    match spawned {
         Ok(_) => rx
             .await
             .unwrap_or_else(|_| Err("training thread vanished".into())),
         Err(e) => Err(format!("cannot start training thread: {e}")),
-    };
-    let interrupted = shared.interrupt.load(Ordering::SeqCst);
-    let outcome = match result {
-        // A trial that ran to its end is kept, shutdown or not.
-        Ok(TrainEnd::Finished) => Outcome::Completed,
-        _ if interrupted => Outcome::Interrupted,
-        Ok(TrainEnd::Stopped) => Outcome::Completed,
-        Err(reason) => Outcome::Failed(reason),
-    };
-    finish(shared, trial, attempt, &outcome).await;
-    lock(&shared.running).remove(&trial);
+    }
+}
+
+/// Retries a call while the coordinator is unreachable, up to about five
+/// minutes, so a restart does not cost a trial its checkpoint.
+async fn retry<T, F, Fut>(what: &str, trial: TrialId, mut call: F) -> Result<T, String>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, SdkError>>,
+{
+    let mut delay = Duration::from_millis(100);
+    for _ in 0..60 {
+        match call().await {
+            Ok(v) => return Ok(v),
+            Err(e) if e.is_transient() => {
+                tracing::warn!(study = %trial.study, trial = trial.number, error = %e, "{what} failed, retrying");
+            }
+            Err(e) => return Err(format!("{what}: {e}")),
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(5));
+    }
+    Err(format!("{what}: coordinator unreachable"))
+}
+
+async fn download(
+    shared: &Shared,
+    attempt: u32,
+    checkpoint: &hpo_proto::CheckpointRef,
+) -> Result<Vec<u8>, String> {
+    let bytes = retry("checkpoint download", checkpoint.trial, || {
+        shared.client.download_checkpoint(attempt, checkpoint)
+    })
+    .await?;
+    tracing::info!(study = %checkpoint.trial.study, trial = checkpoint.trial.number, step = checkpoint.step, size = bytes.len(), "resuming from checkpoint");
+    Ok(bytes)
+}
+
+async fn upload(
+    shared: &Shared,
+    trial: TrialId,
+    attempt: u32,
+    step: u32,
+    bytes: &[u8],
+) -> Result<(), String> {
+    retry("checkpoint upload", trial, || {
+        shared.client.upload_checkpoint(trial, attempt, step, bytes)
+    })
+    .await?;
+    tracing::info!(study = %trial.study, trial = trial.number, step, size = bytes.len(), "checkpoint uploaded");
+    Ok(())
 }
 
 /// Tells the coordinator how a trial ended, retrying while it is unreachable

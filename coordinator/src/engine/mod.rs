@@ -8,14 +8,16 @@
 mod durable;
 mod study;
 
+use crate::checkpoints::{CheckpointError, CheckpointStore};
 use crate::storage::{Storage, StorageError, StudyRecord, TrialRecord};
 use durable::Durable;
 use hpo_proto::study::StudySpec;
 use hpo_proto::{
-    Assignment, Decision, MetricValues, Outcome, StudyId, StudyInfo, StudyState, TrialCounts,
-    TrialId, TrialInfo, TrialState, WorkerId, now_ms,
+    Assignment, CheckpointRef, Decision, MetricValues, Outcome, StudyId, StudyInfo, StudyState,
+    TrialCounts, TrialId, TrialInfo, TrialState, WorkerId, now_ms,
 };
 use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
@@ -37,6 +39,8 @@ pub enum EngineError {
     Internal(String),
     #[error(transparent)]
     Storage(#[from] StorageError),
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
 }
 
 #[derive(Debug, Clone)]
@@ -45,6 +49,11 @@ pub struct EngineConfig {
     pub lease_ttl: Duration,
     /// How often each study checks leases and its time budget.
     pub tick: Duration,
+    /// Where paused trials' checkpoints are kept (may be a shared file
+    /// system); None keeps them in memory.
+    pub checkpoint_dir: Option<PathBuf>,
+    /// Largest checkpoint accepted.
+    pub max_checkpoint_bytes: u64,
 }
 
 impl Default for EngineConfig {
@@ -52,6 +61,8 @@ impl Default for EngineConfig {
         EngineConfig {
             lease_ttl: Duration::from_secs(30),
             tick: Duration::from_millis(500),
+            checkpoint_dir: None,
+            max_checkpoint_bytes: crate::checkpoints::DEFAULT_MAX_BYTES,
         }
     }
 }
@@ -107,6 +118,7 @@ struct Inner {
     workers: Mutex<HashMap<WorkerId, i64>>,
     durable: Durable,
     tasks: Mutex<Vec<JoinHandle<()>>>,
+    checkpoints: Arc<CheckpointStore>,
 }
 
 /// Cheap to clone; every clone drives the same engine.
@@ -118,6 +130,10 @@ pub struct Engine {
 impl Engine {
     /// Starts the engine over `storage`, resuming every study that was running.
     pub fn start(storage: Arc<dyn Storage>, config: EngineConfig) -> Result<Engine, EngineError> {
+        let checkpoints = Arc::new(match &config.checkpoint_dir {
+            Some(dir) => CheckpointStore::open(dir, config.max_checkpoint_bytes)?,
+            None => CheckpointStore::memory(config.max_checkpoint_bytes),
+        });
         let durable = Durable::start(storage.clone());
         let engine = Engine {
             inner: Arc::new(Inner {
@@ -128,6 +144,7 @@ impl Engine {
                 workers: Mutex::new(HashMap::new()),
                 durable,
                 tasks: Mutex::new(Vec::new()),
+                checkpoints,
             }),
         };
         for record in storage.studies()? {
@@ -148,6 +165,7 @@ impl Engine {
         let actor = StudyActor::load(
             record,
             self.inner.storage.clone(),
+            self.inner.checkpoints.clone(),
             self.inner.config.lease_ttl,
         )?;
         let id = actor.id();
@@ -242,6 +260,15 @@ impl Engine {
             .ok_or_else(|| EngineError::NotFound(format!("study {id} not found")))?;
         let trials = self.inner.storage.trials(id)?;
         Ok(summarize(&record, &trials))
+    }
+
+    /// A study's state, read without summarising its trials.
+    pub fn study_state(&self, id: StudyId) -> Result<StudyState, EngineError> {
+        self.inner
+            .storage
+            .study(id)?
+            .map(|s| s.state)
+            .ok_or_else(|| EngineError::NotFound(format!("study {id} not found")))
     }
 
     pub fn list_studies(&self) -> Result<Vec<StudyInfo>, EngineError> {
@@ -442,6 +469,86 @@ impl Engine {
         Ok(state)
     }
 
+    /// The trial as stored, running on `worker` in `attempt`: the only
+    /// state in which it may upload or download a checkpoint.
+    fn leased_trial(
+        &self,
+        worker: &WorkerId,
+        trial: TrialId,
+        attempt: u32,
+    ) -> Result<TrialRecord, EngineError> {
+        let t = self
+            .inner
+            .storage
+            .trial(trial)?
+            .ok_or_else(|| EngineError::NotFound(format!("trial {trial} not found")))?;
+        if t.state != TrialState::Running
+            || t.worker.as_ref() != Some(worker)
+            || t.attempt != attempt
+        {
+            return Err(EngineError::FailedPrecondition(format!(
+                "trial {trial} attempt {attempt} is not running on worker {worker} (it is {}, attempt {})",
+                t.state, t.attempt
+            )));
+        }
+        Ok(t)
+    }
+
+    /// The size limit a checkpoint upload must respect.
+    pub fn check_checkpoint_size(&self, trial: TrialId, size: u64) -> Result<(), EngineError> {
+        Ok(self.inner.checkpoints.check_size(trial, size)?)
+    }
+
+    /// Stores the checkpoint a worker uploads before pausing its trial. Only
+    /// the worker running that attempt may; size and CRC-32 are checked.
+    pub async fn put_checkpoint(
+        &self,
+        worker: &WorkerId,
+        checkpoint: CheckpointRef,
+        bytes: Vec<u8>,
+    ) -> Result<CheckpointRef, EngineError> {
+        self.leased_trial(worker, checkpoint.trial, checkpoint.attempt)?;
+        let store = self.inner.checkpoints.clone();
+        if store.is_memory() {
+            // No file I/O: also keeps the simulator's paused clock exact.
+            store.put(&checkpoint, &bytes)?;
+        } else {
+            let c = checkpoint.clone();
+            tokio::task::spawn_blocking(move || store.put(&c, &bytes))
+                .await
+                .map_err(|e| EngineError::Internal(format!("checkpoint writer: {e}")))??;
+        }
+        tracing::debug!(study = %checkpoint.trial.study, trial = checkpoint.trial.number, step = checkpoint.step, size = checkpoint.size, "checkpoint stored");
+        Ok(checkpoint)
+    }
+
+    /// The checkpoint a resumed trial starts from: only the worker it is
+    /// leased to may read it, and only the one its assignment names.
+    pub async fn get_checkpoint(
+        &self,
+        worker: &WorkerId,
+        attempt: u32,
+        checkpoint: &CheckpointRef,
+    ) -> Result<Vec<u8>, EngineError> {
+        let t = self.leased_trial(worker, checkpoint.trial, attempt)?;
+        if t.checkpoint.as_ref() != Some(checkpoint) {
+            return Err(EngineError::FailedPrecondition(format!(
+                "trial {} resumes from another checkpoint than step {} of attempt {}",
+                checkpoint.trial, checkpoint.step, checkpoint.attempt
+            )));
+        }
+        let store = self.inner.checkpoints.clone();
+        let c = checkpoint.clone();
+        Ok(tokio::task::spawn_blocking(move || store.get(&c))
+            .await
+            .map_err(|e| EngineError::Internal(format!("checkpoint reader: {e}")))??)
+    }
+
+    /// Checkpoints stored for a study (tests, the dashboard).
+    pub fn checkpoint_count(&self, study: StudyId) -> usize {
+        self.inner.checkpoints.count(study)
+    }
+
     /// A precise error for a call about a trial of a study that is not running.
     fn ended_trial(&self, trial: TrialId, e: EngineError) -> EngineError {
         match self.inner.storage.trial(trial) {
@@ -495,6 +602,9 @@ pub fn trial_info(t: &TrialRecord) -> TrialInfo {
         reason: t.reason.clone(),
         started_at_ms: t.started_at_ms,
         ended_at_ms: t.ended_at_ms,
+        bracket: t.placement.bracket,
+        rung: t.placement.rung,
+        budget: t.placement.budget,
         metrics: Vec::new(),
     }
 }
@@ -504,8 +614,10 @@ pub fn summarize(record: &StudyRecord, trials: &[TrialRecord]) -> StudyInfo {
     let dir = record.spec.objective.direction;
     let mut counts = TrialCounts::default();
     let mut best: Option<&TrialRecord> = None;
+    let mut resource_used = 0u64;
     for t in trials {
         counts.add(t.state);
+        resource_used += u64::from(t.last_step.unwrap_or(0));
         if t.state == TrialState::Completed
             && let Some(v) = t.value
             && best.and_then(|b| b.value).is_none_or(|b| dir.better(v, b))
@@ -521,6 +633,8 @@ pub fn summarize(record: &StudyRecord, trials: &[TrialRecord]) -> StudyInfo {
         metric: record.spec.objective.metric.clone(),
         direction: dir,
         max_trials: record.spec.search.max_trials,
+        scheduler: record.spec.schedule.algorithm.as_str().to_string(),
+        resource_used,
         counts,
         best: best.map(trial_info),
         created_at_ms: record.created_at_ms,

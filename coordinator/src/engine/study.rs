@@ -1,10 +1,18 @@
-//! The task that owns one running study: its sampler, its leases and its stop
-//! rules. Every change to the study's trials goes through this task, so there
-//! is no lock and no race between two workers asking at once.
+//! The task that owns one running study: its sampler, its scheduler, its
+//! leases and its stop rules. Every change to the study's trials goes through
+//! this task, so there is no lock and no race between two workers asking at
+//! once.
+//!
+//! A trial runs in segments: a new trial trains to the budget its scheduler
+//! gave it, then is paused (its checkpoint stored), stopped or completed; a
+//! promotion puts a paused trial back in the queue with a larger budget and
+//! the next worker resumes it from its checkpoint.
 
 use super::{EngineError, Event};
+use crate::checkpoints::CheckpointStore;
 use crate::sampler::{self, Sampler, TrialView};
-use crate::storage::{Requeue, Storage, StudyRecord, TrialRecord};
+use crate::scheduler::{self, History, Next, SchedTrial, Scheduler};
+use crate::storage::{Placement, Requeue, Storage, StudyRecord, TrialRecord};
 use hpo_proto::study::Scope;
 use hpo_proto::{
     Assignment, Decision, MetricValues, Outcome, StudyId, StudyState, TrialId, TrialState,
@@ -28,18 +36,28 @@ struct Lease {
     reached_target: bool,
     /// The coordinator has told it to stop (the study is ending).
     stop_sent: bool,
+    /// The resource level this segment trains to.
+    budget: u32,
 }
 
 pub(super) struct StudyActor {
     record: StudyRecord,
     storage: Arc<dyn Storage>,
+    checkpoints: Arc<CheckpointStore>,
     sampler: Box<dyn Sampler>,
+    scheduler: Box<dyn Scheduler>,
+    /// The scheduler's view of trial n is sched[n].
+    sched: Vec<SchedTrial>,
+    /// Resource units trained so far: the highest step of each trial, summed.
+    resource_used: u64,
     lease_ttl: Duration,
     running: BTreeMap<u32, Lease>,
     waiting: u32,
     /// Trial number n is history[n].
     history: Vec<TrialView>,
     exhausted: bool,
+    /// The scheduler answered `Done`: it will hand out nothing more.
+    sched_done: bool,
     /// Set when a stop rule fired: no new trials; running ones are stopped.
     stopping: Option<(StudyState, String)>,
     ended: bool,
@@ -51,15 +69,43 @@ impl StudyActor {
     pub(super) fn load(
         record: StudyRecord,
         storage: Arc<dyn Storage>,
+        checkpoints: Arc<CheckpointStore>,
         lease_ttl: Duration,
     ) -> Result<Self, EngineError> {
         let sampler = sampler::for_study(&record.spec, record.seed);
+        let scheduler = scheduler::for_study(&record.spec, record.seed);
+        let metric = record.spec.objective.metric.clone();
+        let max_resource = record.spec.schedule.max_resource;
         let trials = storage.trials(record.id)?;
         let deadline = Instant::now() + lease_ttl;
         let mut running = BTreeMap::new();
         let mut waiting = 0;
         let mut history = Vec::with_capacity(trials.len());
+        let mut sched = Vec::with_capacity(trials.len());
+        let mut resource_used = 0u64;
         for t in &trials {
+            // The scheduler's history: every attempt's objective per step, a
+            // later attempt's report of a step replacing an earlier one.
+            let mut values: BTreeMap<u32, f64> = BTreeMap::new();
+            let points = if t.attempt > 0 {
+                storage.metrics(t.id)?
+            } else {
+                Vec::new()
+            };
+            for m in &points {
+                if let Some(v) = m.values.get(&metric) {
+                    values.insert(m.step, *v);
+                }
+            }
+            resource_used += u64::from(values.keys().next_back().copied().unwrap_or(0));
+            sched.push(SchedTrial {
+                number: t.id.number,
+                state: t.state,
+                bracket: t.placement.bracket,
+                rung: t.placement.rung,
+                budget: budget_of(t, max_resource),
+                values: values.into_iter().collect(),
+            });
             match t.state {
                 TrialState::Waiting => waiting += 1,
                 TrialState::Running => {
@@ -73,8 +119,9 @@ impl StudyActor {
                         last_step: t.last_step,
                         reached_target: false,
                         stop_sent: false,
+                        budget: budget_of(t, max_resource),
                     };
-                    for m in storage.metrics(t.id)? {
+                    for m in points {
                         if m.attempt == t.attempt
                             && let Some(v) = m.values.get(&record.spec.objective.metric)
                         {
@@ -90,12 +137,17 @@ impl StudyActor {
         Ok(StudyActor {
             record,
             storage,
+            checkpoints,
             sampler,
+            scheduler,
+            sched,
+            resource_used,
             lease_ttl,
             running,
             waiting,
             history,
             exhausted: false,
+            sched_done: false,
             stopping: None,
             ended: false,
         })
@@ -173,6 +225,14 @@ impl StudyActor {
         }
     }
 
+
+    /// The study may still add trials.
+    fn can_start(&self) -> bool {
+        !self.exhausted
+            && (self.history.len() as u32) < self.record.spec.search.max_trials
+            && self.stopping.is_none()
+    }
+
     fn on_acquire(&mut self, worker: &WorkerId) -> Result<Option<Assignment>, EngineError> {
         self.check_duration();
         if self.stopping.is_some() || self.ended {
@@ -183,18 +243,76 @@ impl StudyActor {
         }
         let now = now_ms();
         if self.waiting == 0 {
-            let number = self.history.len() as u32;
-            if self.exhausted || number >= self.record.spec.search.max_trials {
-                return Ok(None);
+            let can_start = self.can_start();
+            let next = self.scheduler.next(
+            &History {
+                trials: &self.sched,
+                direction: self.record.spec.objective.direction,
+            },
+            can_start,
+        );
+            match next {
+                Next::Promote {
+                    number,
+                    rung,
+                    budget,
+                } => {
+                    let Some(st) = self.sched.get(number as usize) else {
+                        return Err(EngineError::Internal(format!(
+                            "scheduler promoted trial {number}, which does not exist"
+                        )));
+                    };
+                    let placement = Placement {
+                        bracket: st.bracket,
+                        rung,
+                        budget,
+                    };
+                    let t = self
+                        .storage
+                        .promote_trial(self.trial_id(number), placement)?;
+                    tracing::info!(study = %self.record.id, trial = number, rung, budget, "trial promoted");
+                    self.refresh(&t);
+                    self.waiting += 1;
+                }
+                Next::New { bracket, budget } => {
+                    let number = self.history.len() as u32;
+                    if !can_start {
+                        return Err(EngineError::Internal(format!(
+                            "scheduler {} started a trial the study may not add",
+                            self.scheduler.name()
+                        )));
+                    }
+                    let Some(params) = self.sampler.propose(number, &self.history) else {
+                        self.exhausted = true;
+                        self.after_change();
+                        return Ok(None);
+                    };
+                    let placement = Placement {
+                        bracket,
+                        rung: 0,
+                        budget,
+                    };
+                    let t = self
+                        .storage
+                        .create_trial(self.record.id, params, placement, now)?;
+                    self.history.push(view(&t));
+                    self.sched.push(SchedTrial {
+                        number: t.id.number,
+                        state: t.state,
+                        bracket,
+                        rung: 0,
+                        budget,
+                        values: Vec::new(),
+                    });
+                    self.waiting += 1;
+                }
+                Next::Wait => return Ok(None),
+                Next::Done => {
+                    self.sched_done = true;
+                    self.after_change();
+                    return Ok(None);
+                }
             }
-            let Some(params) = self.sampler.propose(number, &self.history) else {
-                self.exhausted = true;
-                self.after_change();
-                return Ok(None);
-            };
-            let t = self.storage.create_trial(self.record.id, params, now)?;
-            self.history.push(view(&t));
-            self.waiting += 1;
         }
         let Some(t) = self.storage.claim_trial(self.record.id, worker, now)? else {
             return Err(EngineError::Internal(format!(
@@ -203,7 +321,9 @@ impl StudyActor {
             )));
         };
         self.waiting -= 1;
-        self.history[t.id.number as usize] = view(&t);
+        self.refresh(&t);
+        let spec = &self.record.spec;
+        let budget = budget_of(&t, spec.schedule.max_resource);
         self.running.insert(
             t.id.number,
             Lease {
@@ -212,13 +332,13 @@ impl StudyActor {
                 deadline: Instant::now() + self.lease_ttl,
                 last: None,
                 best: None,
-                last_step: None,
+                last_step: t.checkpoint.as_ref().map(|c| c.step),
                 reached_target: false,
                 stop_sent: false,
+                budget,
             },
         );
-        tracing::info!(study = %self.record.id, trial = t.id.number, worker = %worker, attempt = t.attempt, "trial started");
-        let spec = &self.record.spec;
+        tracing::info!(study = %self.record.id, trial = t.id.number, worker = %worker, attempt = t.attempt, budget, resume = ?t.checkpoint.as_ref().map(|c| c.step), "trial started");
         Ok(Some(Assignment {
             trial: t.id,
             attempt: t.attempt,
@@ -227,7 +347,25 @@ impl StudyActor {
             trainer: spec.trainer.clone(),
             seed: sampler::mix(self.record.seed, t.id.number as u64 + 1),
             metric: spec.objective.metric.clone(),
+            resource: spec.schedule.resource,
+            budget,
+            max_resource: spec.schedule.max_resource,
+            resume: t.checkpoint,
         }))
+    }
+
+    /// Copies a stored trial's state into the sampler's and scheduler's views.
+    fn refresh(&mut self, t: &TrialRecord) {
+        let n = t.id.number as usize;
+        if let Some(h) = self.history.get_mut(n) {
+            *h = view(t);
+        }
+        if let Some(s) = self.sched.get_mut(n) {
+            s.state = t.state;
+            s.bracket = t.placement.bracket;
+            s.rung = t.placement.rung;
+            s.budget = budget_of(t, self.record.spec.schedule.max_resource);
+        }
     }
 
     /// Why a trial that is not leased cannot take a worker's call.
@@ -281,25 +419,54 @@ impl StudyActor {
         let id = self.trial_id(number);
         self.lease_of(number, worker, attempt)?;
         self.storage.append_metrics(id, attempt, step, values)?;
+        let max_resource = self.record.spec.schedule.max_resource;
         // Disjoint field borrows: the hottest path clones nothing.
         let Some(lease) = self.running.get_mut(&number) else {
             return Err(EngineError::Internal("lease vanished".into()));
         };
         lease.deadline = Instant::now() + self.lease_ttl;
         lease.last_step = Some(lease.last_step.map_or(step, |s| s.max(step)));
+        let budget = lease.budget;
         let metric = &self.record.spec.objective.metric;
-        if let Some(v) = values.get(metric).copied() {
-            if !v.is_finite() {
-                let reason = format!("objective `{metric}` is {v} at step {step}");
-                self.end_trial(number, TrialState::Failed, &reason)?;
-                self.after_change();
+        let Some(v) = values.get(metric).copied() else {
+            if self.stopping.is_some() {
+                lease.stop_sent = true;
                 return Ok(Decision::Stop);
             }
-            observe(lease, &self.record, v);
-            if lease.reached_target && self.stopping.is_none() {
-                tracing::info!(study = %self.record.id, trial = number, value = v, "target reached");
-                self.begin_stop(StudyState::Completed, "target")?;
+            return Ok(if step >= budget && budget < max_resource {
+                Decision::Pause
+            } else {
+                Decision::Continue
+            });
+        };
+        if !v.is_finite() {
+            let reason = format!("objective `{metric}` is {v} at step {step}");
+            self.end_trial(number, TrialState::Failed, &reason)?;
+            self.after_change();
+            return Ok(Decision::Stop);
+        }
+        observe(lease, &self.record, v);
+        let reached_target = lease.reached_target;
+        if let Some(st) = self.sched.get_mut(number as usize) {
+            let high = st.values.last().map_or(0, |(s, _)| *s);
+            if step > high {
+                self.resource_used += u64::from(step - high);
             }
+            match st.values.binary_search_by_key(&step, |(s, _)| *s) {
+                Ok(i) => st.values[i].1 = v,
+                Err(i) => st.values.insert(i, (step, v)),
+            }
+        }
+        if reached_target && self.stopping.is_none() {
+            tracing::info!(study = %self.record.id, trial = number, value = v, "target reached");
+            self.begin_stop(StudyState::Completed, "target")?;
+        }
+        if let Some(max) = self.record.spec.search.max_total_resource
+            && self.resource_used >= max
+            && self.stopping.is_none()
+        {
+            tracing::info!(study = %self.record.id, used = self.resource_used, "resource budget spent");
+            self.begin_stop(StudyState::Completed, "max_total_resource")?;
         }
         if self.stopping.is_some() {
             if let Some(lease) = self.running.get_mut(&number) {
@@ -307,7 +474,26 @@ impl StudyActor {
             }
             return Ok(Decision::Stop);
         }
-        Ok(Decision::Continue)
+        let mut decision = self
+            .scheduler
+            .on_report(&History {
+                trials: &self.sched,
+                direction: self.record.spec.objective.direction,
+            }, number, step, v);
+        // The trainer stops at its budget whatever it is told: below the
+        // full budget that is a pause.
+        if decision == Decision::Continue && step >= budget && budget < max_resource {
+            decision = Decision::Pause;
+        }
+        if decision == Decision::Stop {
+            let reason = format!(
+                "stopped by {} at step {step}",
+                self.scheduler.name()
+            );
+            self.end_trial(number, TrialState::Stopped, &reason)?;
+            self.after_change();
+        }
+        Ok(decision)
     }
 
     /// Renews this worker's leases; returns the trials it must stop.
@@ -350,7 +536,7 @@ impl StudyActor {
                 return Ok(t.state);
             }
         }
-        let epochs = self.record.spec.trainer.epochs;
+        let epochs = self.record.spec.schedule.max_resource;
         let metric = self.record.spec.objective.metric.clone();
         let cancelled = matches!(self.stopping, Some((StudyState::Cancelled, _)));
         let lease = self.lease_of(number, worker, attempt)?;
@@ -371,11 +557,13 @@ impl StudyActor {
                     self.running.remove(&number);
                     self.waiting += 1;
                     self.history[number as usize].state = TrialState::Waiting;
+                    self.sched[number as usize].state = TrialState::Waiting;
                     tracing::info!(study = %self.record.id, trial = number, worker = %worker, "trial interrupted, requeued");
                     TrialState::Waiting
                 }
             }
             Outcome::Failed(reason) => self.end_trial(number, TrialState::Failed, &reason)?,
+            Outcome::Paused { step } => self.pause(number, attempt, step)?,
             Outcome::Completed => {
                 if lease.last.is_none() {
                     let reason = format!("the trainer reported no `{metric}`");
@@ -422,9 +610,86 @@ impl StudyActor {
             .storage
             .finish_trial(id, state, value, reason, now_ms())?;
         self.running.remove(&number);
-        self.history[number as usize] = view(&t);
+        self.refresh(&t);
+        self.drop_checkpoints(id);
         tracing::info!(study = %self.record.id, trial = number, state = %state, value = ?value, reason, "trial ended");
         Ok(state)
+    }
+
+    /// A trial that ended needs no checkpoint any more.
+    fn drop_checkpoints(&self, id: TrialId) {
+        if let Err(e) = self.checkpoints.delete_trial(id) {
+            tracing::warn!(study = %id.study, trial = id.number, error = %e, "cannot delete checkpoints");
+        }
+    }
+
+    /// The worker stopped the trial at `step` and uploaded its checkpoint:
+    /// the trial gives its slot back until a promotion.
+    fn pause(&mut self, number: u32, attempt: u32, step: u32) -> Result<TrialState, EngineError> {
+        let id = self.trial_id(number);
+        let Some(checkpoint) = self.checkpoints.find(id, attempt, step)? else {
+            let reason = format!("paused at step {step} without uploading its checkpoint");
+            return self.end_trial(number, TrialState::Failed, &reason);
+        };
+        let value = self.running.get(&number).and_then(|l| match self.record.spec.objective.scope {
+            Scope::Last => l.last,
+            Scope::Best => l.best,
+        });
+        if let Some((state, reason)) = self.stopping.clone() {
+            let s = stop_state(state == StudyState::Cancelled);
+            return self.end_trial(number, s, &format!("study ended: {reason}"));
+        }
+        let previous = self.storage.trial(id)?.and_then(|t| t.checkpoint);
+        let rung = self.sched.get(number as usize).map_or(0, |s| s.rung);
+        let reason = format!("paused at rung {rung} (step {step})");
+        let t = self
+            .storage
+            .pause_trial(id, attempt, checkpoint.clone(), value, &reason)?;
+        if let Some(old) = previous
+            && old != checkpoint
+            && let Err(e) = self.checkpoints.delete(&old)
+        {
+            tracing::warn!(study = %id.study, trial = number, error = %e, "cannot delete an old checkpoint");
+        }
+        self.running.remove(&number);
+        self.refresh(&t);
+        tracing::info!(study = %self.record.id, trial = number, step, value = ?value, "trial paused");
+        Ok(TrialState::Paused)
+    }
+
+    /// Stops the paused trials the scheduler will never promote.
+    fn discard(&mut self) -> Result<(), EngineError> {
+        let numbers = self.scheduler.discard(&History {
+                trials: &self.sched,
+                direction: self.record.spec.objective.direction,
+            });
+        for number in numbers {
+            let paused = self
+                .sched
+                .get(number as usize)
+                .is_some_and(|s| s.state == TrialState::Paused);
+            if paused {
+                self.stop_paused(number, TrialState::Stopped, "not promoted")?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Ends a paused trial for good, keeping its value.
+    fn stop_paused(
+        &mut self,
+        number: u32,
+        state: TrialState,
+        reason: &str,
+    ) -> Result<(), EngineError> {
+        let id = self.trial_id(number);
+        let value = self.storage.trial(id)?.and_then(|t| t.value);
+        let t = self
+            .storage
+            .finish_trial(id, state, value, reason, now_ms())?;
+        self.refresh(&t);
+        self.drop_checkpoints(id);
+        Ok(())
     }
 
     /// A stop rule fired: no new trials, waiting ones end now, running ones
@@ -437,11 +702,12 @@ impl StudyActor {
         self.stopping = Some((state, reason.to_string()));
         let trial_state = stop_state(state == StudyState::Cancelled);
         for t in self.storage.trials(self.record.id)? {
-            if t.state == TrialState::Waiting {
+            if matches!(t.state, TrialState::Waiting | TrialState::Paused) {
                 let t = self
                     .storage
-                    .finish_trial(t.id, trial_state, None, reason, now_ms())?;
-                self.history[t.id.number as usize] = view(&t);
+                    .finish_trial(t.id, trial_state, t.value, reason, now_ms())?;
+                self.refresh(&t);
+                self.drop_checkpoints(t.id);
             }
         }
         self.waiting = 0;
@@ -505,38 +771,97 @@ impl StudyActor {
             self.running.remove(&number);
             self.waiting += 1;
             self.history[number as usize].state = TrialState::Waiting;
+            self.sched[number as usize].state = TrialState::Waiting;
             tracing::warn!(study = %self.record.id, trial = number, worker = %worker, "lease expired, trial requeued");
         }
         Ok(())
     }
 
-    /// Ends the study when nothing is left to do.
+    /// Stops paused trials the scheduler gave up on, and ends the study when
+    /// nothing is left to do.
     fn after_change(&mut self) {
-        if self.ended || !self.running.is_empty() {
+        if self.ended {
+            return;
+        }
+        if self.stopping.is_none()
+            && let Err(e) = self.discard()
+        {
+            tracing::error!(study = %self.record.id, error = %e, "cannot stop discarded trials");
+        }
+        if !self.running.is_empty() || self.waiting > 0 {
             return;
         }
         let end = if let Some((state, reason)) = &self.stopping {
             Some((*state, reason.clone()))
-        } else if self.waiting == 0
-            && (self.exhausted || self.history.len() as u32 >= self.record.spec.search.max_trials)
-        {
-            Some((StudyState::Completed, "max_trials".to_string()))
         } else {
-            None
-        };
-        if let Some((state, reason)) = end {
-            match self
-                .storage
-                .end_study(self.record.id, state, &reason, now_ms())
-            {
-                Ok(r) => {
-                    tracing::info!(study = %self.record.id, state = %state, reason, "study ended");
-                    self.record = r;
-                    self.ended = true;
+            // Nothing runs or waits: the study is over unless the scheduler
+            // still has work (a promotion, or a new trial). A `Wait` with
+            // nothing running could never change, so it ends the study too.
+            let next = if self.sched_done {
+                Next::Done
+            } else {
+                {
+                let can_start = self.can_start();
+                self.scheduler.next(&History {
+                trials: &self.sched,
+                direction: self.record.spec.objective.direction,
+            }, can_start)
+            }
+            };
+            match next {
+                Next::Done | Next::Wait => {
+                    let reason = if self.exhausted
+                        || self.history.len() as u32 >= self.record.spec.search.max_trials
+                    {
+                        "max_trials"
+                    } else {
+                        "scheduler finished"
+                    };
+                    Some((StudyState::Completed, reason.to_string()))
                 }
-                Err(e) => tracing::error!(study = %self.record.id, error = %e, "cannot end study"),
+                Next::Promote { .. } | Next::New { .. } => None,
+            }
+        };
+        let Some((state, reason)) = end else {
+            return;
+        };
+        // Paused trials that were never promoted end with their value.
+        let paused: Vec<u32> = self
+            .sched
+            .iter()
+            .filter(|s| s.state == TrialState::Paused)
+            .map(|s| s.number)
+            .collect();
+        let trial_state = stop_state(state == StudyState::Cancelled);
+        for number in paused {
+            if let Err(e) = self.stop_paused(number, trial_state, "not promoted before the study ended") {
+                tracing::error!(study = %self.record.id, trial = number, error = %e, "cannot stop paused trial");
             }
         }
+        match self
+            .storage
+            .end_study(self.record.id, state, &reason, now_ms())
+        {
+            Ok(r) => {
+                tracing::info!(study = %self.record.id, state = %state, reason, resource_used = self.resource_used, "study ended");
+                self.record = r;
+                self.ended = true;
+                if let Err(e) = self.checkpoints.delete_study(self.record.id) {
+                    tracing::warn!(study = %self.record.id, error = %e, "cannot delete checkpoints");
+                }
+            }
+            Err(e) => tracing::error!(study = %self.record.id, error = %e, "cannot end study"),
+        }
+    }
+}
+
+/// The budget of a trial's current segment; 0 in records of releases before
+/// schedulers existed, which always trained to the full budget.
+fn budget_of(t: &TrialRecord, max_resource: u32) -> u32 {
+    if t.placement.budget == 0 {
+        max_resource
+    } else {
+        t.placement.budget
     }
 }
 

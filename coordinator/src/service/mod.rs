@@ -7,6 +7,7 @@ mod worker;
 pub use study::StudyService;
 pub use worker::WorkerService;
 
+use crate::checkpoints::CheckpointError;
 use crate::engine::EngineError;
 use crate::storage::StorageError;
 use hpo_proto::ConvertError;
@@ -26,6 +27,19 @@ pub fn status(e: EngineError) -> Status {
         EngineError::Storage(StorageError::Conflict(m)) => Status::failed_precondition(m),
         EngineError::Storage(e @ (StorageError::Backend(_) | StorageError::Corrupt(_))) => {
             tracing::error!(error = %e, "storage error");
+            Status::internal(e.to_string())
+        }
+        EngineError::Checkpoint(e @ CheckpointError::TooLarge { .. }) => {
+            Status::resource_exhausted(e.to_string())
+        }
+        EngineError::Checkpoint(e @ CheckpointError::Corrupt { .. }) => {
+            Status::data_loss(e.to_string())
+        }
+        EngineError::Checkpoint(e @ CheckpointError::NotFound(..)) => {
+            Status::not_found(e.to_string())
+        }
+        EngineError::Checkpoint(e @ CheckpointError::Io(_)) => {
+            tracing::error!(error = %e, "checkpoint storage error");
             Status::internal(e.to_string())
         }
     }

@@ -2,8 +2,13 @@ use super::{bad_request, status};
 use crate::engine::Engine;
 use hpo_proto::convert::{self, trial_ref, worker_id};
 use hpo_proto::pb::{self, worker_service_server::WorkerService as Api};
-use hpo_proto::{PROTOCOL_VERSION, TrialId};
-use tonic::{Request, Response, Status};
+use hpo_proto::{CheckpointRef, PROTOCOL_VERSION, TrialId};
+use std::pin::Pin;
+use tokio_stream::Stream;
+use tonic::{Request, Response, Status, Streaming};
+
+/// Size of the data chunks of a checkpoint download.
+const CHUNK: usize = 1 << 20;
 
 pub struct WorkerService {
     engine: Engine,
@@ -99,7 +104,8 @@ impl Api for WorkerService {
         let req = req.into_inner();
         let worker = worker_id(req.worker_id).map_err(bad_request)?;
         let trial = trial_ref(req.trial).map_err(bad_request)?;
-        let outcome = convert::outcome(req.outcome, req.reason).map_err(bad_request)?;
+        let outcome =
+            convert::outcome(req.outcome, req.reason, req.paused_step).map_err(bad_request)?;
         if req.attempt == 0 {
             return Err(bad_request(hpo_proto::ConvertError::Missing("attempt")));
         }
@@ -111,5 +117,89 @@ impl Api for WorkerService {
         Ok(Response::new(pb::FinishTrialResponse {
             state: pb::TrialState::from(state) as i32,
         }))
+    }
+
+    async fn upload_checkpoint(
+        &self,
+        req: Request<Streaming<pb::CheckpointChunk>>,
+    ) -> Result<Response<pb::CheckpointInfo>, Status> {
+        let mut stream = req.into_inner();
+        let first = stream
+            .message()
+            .await?
+            .ok_or_else(|| Status::invalid_argument("empty checkpoint upload"))?;
+        let worker = worker_id(first.worker_id).map_err(bad_request)?;
+        let header = match first.kind {
+            Some(pb::checkpoint_chunk::Kind::Header(h)) => h,
+            _ => {
+                return Err(Status::invalid_argument(
+                    "a checkpoint upload starts with its header",
+                ));
+            }
+        };
+        let checkpoint = CheckpointRef::try_from(header).map_err(bad_request)?;
+        // Refuse an oversized upload before receiving it.
+        self.engine
+            .check_checkpoint_size(checkpoint.trial, checkpoint.size)
+            .map_err(status)?;
+        let mut bytes = Vec::with_capacity(checkpoint.size as usize);
+        while let Some(chunk) = stream.message().await? {
+            match chunk.kind {
+                Some(pb::checkpoint_chunk::Kind::Data(d)) => {
+                    if (bytes.len() + d.len()) as u64 > checkpoint.size {
+                        return Err(Status::invalid_argument(format!(
+                            "checkpoint of trial {} is longer than the {} bytes its header announced",
+                            checkpoint.trial, checkpoint.size
+                        )));
+                    }
+                    bytes.extend_from_slice(&d);
+                }
+                _ => {
+                    return Err(Status::invalid_argument(
+                        "a checkpoint upload has one header, then data",
+                    ));
+                }
+            }
+        }
+        let stored = self
+            .engine
+            .put_checkpoint(&worker, checkpoint, bytes)
+            .await
+            .map_err(status)?;
+        Ok(Response::new((&stored).into()))
+    }
+
+    type DownloadCheckpointStream =
+        Pin<Box<dyn Stream<Item = Result<pb::CheckpointChunk, Status>> + Send + 'static>>;
+
+    async fn download_checkpoint(
+        &self,
+        req: Request<pb::DownloadCheckpointRequest>,
+    ) -> Result<Response<Self::DownloadCheckpointStream>, Status> {
+        let req = req.into_inner();
+        let worker = worker_id(req.worker_id).map_err(bad_request)?;
+        let info = req
+            .checkpoint
+            .ok_or_else(|| bad_request(hpo_proto::ConvertError::Missing("checkpoint")))?;
+        if req.attempt == 0 {
+            return Err(bad_request(hpo_proto::ConvertError::Missing("attempt")));
+        }
+        let checkpoint = CheckpointRef::try_from(info).map_err(bad_request)?;
+        let bytes = self
+            .engine
+            .get_checkpoint(&worker, req.attempt, &checkpoint)
+            .await
+            .map_err(status)?;
+        let mut chunks = vec![Ok(pb::CheckpointChunk {
+            kind: Some(pb::checkpoint_chunk::Kind::Header((&checkpoint).into())),
+            worker_id: String::new(),
+        })];
+        chunks.extend(bytes.chunks(CHUNK).map(|c| {
+            Ok(pb::CheckpointChunk {
+                kind: Some(pb::checkpoint_chunk::Kind::Data(c.to_vec())),
+                worker_id: String::new(),
+            })
+        }));
+        Ok(Response::new(Box::pin(tokio_stream::iter(chunks))))
     }
 }

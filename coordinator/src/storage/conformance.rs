@@ -64,7 +64,7 @@ pub fn studies_get_sequential_ids_and_end_once(s: &dyn Storage) {
 pub fn trials_are_numbered_and_claimed_in_order(s: &dyn Storage) {
     let st = s.create_study(spec(), String::new(), 1, 0).unwrap();
     for i in 0..3 {
-        let t = s.create_trial(st.id, params(i as f64 / 10.0), 5).unwrap();
+        let t = s.create_trial(st.id, params(i as f64 / 10.0), Placement::default(), 5).unwrap();
         assert_eq!(t.id.number, i);
         assert_eq!(t.state, TrialState::Waiting);
     }
@@ -80,7 +80,7 @@ pub fn trials_are_numbered_and_claimed_in_order(s: &dyn Storage) {
     assert_eq!(c.id.number, 2);
     assert!(s.claim_trial(st.id, &w("w1"), 6).unwrap().is_none());
     assert!(matches!(
-        s.create_trial(StudyId(999), params(0.0), 1),
+        s.create_trial(StudyId(999), params(0.0), Placement::default(), 1),
         Err(StorageError::NotFound(_))
     ));
 }
@@ -88,7 +88,7 @@ pub fn trials_are_numbered_and_claimed_in_order(s: &dyn Storage) {
 pub fn claims_from_many_threads_never_collide(s: &dyn Storage) {
     let st = s.create_study(spec(), String::new(), 1, 0).unwrap();
     for i in 0..200 {
-        s.create_trial(st.id, params(i as f64), 0).unwrap();
+        s.create_trial(st.id, params(i as f64), Placement::default(), 0).unwrap();
     }
     let claimed = std::sync::Mutex::new(Vec::new());
     std::thread::scope(|scope| {
@@ -109,7 +109,7 @@ pub fn claims_from_many_threads_never_collide(s: &dyn Storage) {
 
 pub fn metrics_are_idempotent_per_attempt_and_step(s: &dyn Storage) {
     let st = s.create_study(spec(), String::new(), 1, 0).unwrap();
-    let t = s.create_trial(st.id, params(0.5), 0).unwrap();
+    let t = s.create_trial(st.id, params(0.5), Placement::default(), 0).unwrap();
     // Not running yet.
     assert!(matches!(
         s.append_metrics(t.id, 1, 1, &values(1.0)),
@@ -135,7 +135,7 @@ pub fn metrics_are_idempotent_per_attempt_and_step(s: &dyn Storage) {
 
 pub fn requeue_keeps_history_and_counts_lost_leases(s: &dyn Storage) {
     let st = s.create_study(spec(), String::new(), 1, 0).unwrap();
-    let t = s.create_trial(st.id, params(0.5), 0).unwrap();
+    let t = s.create_trial(st.id, params(0.5), Placement::default(), 0).unwrap();
     s.claim_trial(st.id, &w("a"), 1).unwrap();
     s.append_metrics(t.id, 1, 1, &values(1.0)).unwrap();
     let r = s
@@ -165,7 +165,7 @@ pub fn requeue_keeps_history_and_counts_lost_leases(s: &dyn Storage) {
 
 pub fn finish_refuses_terminal_trials(s: &dyn Storage) {
     let st = s.create_study(spec(), String::new(), 1, 0).unwrap();
-    let t = s.create_trial(st.id, params(0.5), 0).unwrap();
+    let t = s.create_trial(st.id, params(0.5), Placement::default(), 0).unwrap();
     s.claim_trial(st.id, &w("a"), 1).unwrap();
     let f = s
         .finish_trial(t.id, TrialState::Completed, Some(0.25), "", 9)
@@ -192,7 +192,7 @@ pub fn finish_refuses_terminal_trials(s: &dyn Storage) {
         Err(StorageError::Conflict(_))
     ));
     // A waiting trial can be cancelled without ever running.
-    let t2 = s.create_trial(st.id, params(0.1), 0).unwrap();
+    let t2 = s.create_trial(st.id, params(0.1), Placement::default(), 0).unwrap();
     s.finish_trial(t2.id, TrialState::Cancelled, None, "cancelled", 3)
         .unwrap();
     assert!(s.claim_trial(st.id, &w("a"), 4).unwrap().is_none());
@@ -214,14 +214,101 @@ pub fn finish_refuses_terminal_trials(s: &dyn Storage) {
 pub fn studies_are_isolated(s: &dyn Storage) {
     let a = s.create_study(spec(), String::new(), 1, 0).unwrap();
     let b = s.create_study(spec(), String::new(), 1, 0).unwrap();
-    s.create_trial(a.id, params(0.1), 0).unwrap();
-    s.create_trial(b.id, params(0.2), 0).unwrap();
-    s.create_trial(b.id, params(0.3), 0).unwrap();
+    s.create_trial(a.id, params(0.1), Placement::default(), 0).unwrap();
+    s.create_trial(b.id, params(0.2), Placement::default(), 0).unwrap();
+    s.create_trial(b.id, params(0.3), Placement::default(), 0).unwrap();
     assert_eq!(s.trials(a.id).unwrap().len(), 1);
     assert_eq!(s.trials(b.id).unwrap().len(), 2);
     let c = s.claim_trial(a.id, &w("w"), 0).unwrap().unwrap();
     assert_eq!(c.id.study, a.id);
     assert!(s.claim_trial(a.id, &w("w"), 0).unwrap().is_none());
+}
+
+pub fn pause_keeps_the_checkpoint_and_promotion_resumes_it(s: &dyn Storage) {
+    let st = s.create_study(spec(), String::new(), 1, 0).unwrap();
+    let first = Placement {
+        bracket: 1,
+        rung: 0,
+        budget: 3,
+    };
+    let t = s.create_trial(st.id, params(0.5), first, 0).unwrap();
+    assert_eq!(t.placement, first);
+    s.claim_trial(st.id, &w("a"), 1).unwrap();
+    for step in 1..=3 {
+        s.append_metrics(t.id, 1, step, &values(1.0 / step as f64))
+            .unwrap();
+    }
+    let ck = CheckpointRef {
+        trial: t.id,
+        attempt: 1,
+        step: 3,
+        size: 10,
+        crc32: 42,
+    };
+    // Only the attempt that is running may pause, with its own checkpoint.
+    assert!(matches!(
+        s.pause_trial(t.id, 2, ck.clone(), Some(0.3), "rung 0"),
+        Err(StorageError::Conflict(_))
+    ));
+    let other = CheckpointRef {
+        attempt: 7,
+        ..ck.clone()
+    };
+    assert!(matches!(
+        s.pause_trial(t.id, 1, other, Some(0.3), "rung 0"),
+        Err(StorageError::Conflict(_))
+    ));
+    let p = s
+        .pause_trial(t.id, 1, ck.clone(), Some(0.3), "rung 0")
+        .unwrap();
+    assert_eq!(
+        (p.state, p.value, p.last_step, p.checkpoint.as_ref()),
+        (TrialState::Paused, Some(0.3), Some(3), Some(&ck))
+    );
+    // A paused trial is not claimable, and not requeueable.
+    assert!(s.claim_trial(st.id, &w("b"), 2).unwrap().is_none());
+    assert!(matches!(
+        s.requeue_trial(t.id, Requeue::LeaseLost, "x"),
+        Err(StorageError::Conflict(_))
+    ));
+    let second = Placement {
+        bracket: 1,
+        rung: 1,
+        budget: 9,
+    };
+    let w2 = s.promote_trial(t.id, second).unwrap();
+    assert_eq!((w2.state, w2.placement), (TrialState::Waiting, second));
+    assert!(matches!(
+        s.promote_trial(t.id, second),
+        Err(StorageError::Conflict(_))
+    ));
+    let c = s.claim_trial(st.id, &w("b"), 3).unwrap().unwrap();
+    assert_eq!(
+        (c.attempt, c.checkpoint.as_ref(), c.placement),
+        (2, Some(&ck), second)
+    );
+    // A lost lease after a resume keeps the checkpoint for the next attempt.
+    s.append_metrics(t.id, 2, 4, &values(0.2)).unwrap();
+    let r = s.requeue_trial(t.id, Requeue::LeaseLost, "gone").unwrap();
+    assert_eq!(r.checkpoint.as_ref(), Some(&ck));
+    let c = s.claim_trial(st.id, &w("c"), 4).unwrap().unwrap();
+    assert_eq!((c.attempt, c.checkpoint), (3, Some(ck)));
+    // A paused trial can be stopped for good (the study ends).
+    let t2 = s.create_trial(st.id, params(0.1), first, 5).unwrap();
+    s.claim_trial(st.id, &w("d"), 5).unwrap();
+    let ck2 = CheckpointRef {
+        trial: t2.id,
+        attempt: 1,
+        step: 1,
+        size: 1,
+        crc32: 1,
+    };
+    s.append_metrics(t2.id, 1, 1, &values(0.5)).unwrap();
+    s.pause_trial(t2.id, 1, ck2, Some(0.5), "rung 0").unwrap();
+    let f = s
+        .finish_trial(t2.id, TrialState::Stopped, Some(0.5), "not promoted", 6)
+        .unwrap();
+    assert_eq!(f.state, TrialState::Stopped);
 }
 
 macro_rules! suite {
@@ -259,6 +346,11 @@ macro_rules! suite {
                 finish_refuses_terminal_trials(&s);
             }
             #[test]
+            fn pause_and_promote() {
+                let (s, _keep) = $make;
+                pause_keeps_the_checkpoint_and_promotion_resumes_it(&s);
+            }
+            #[test]
             fn isolation() {
                 let (s, _keep) = $make;
                 studies_are_isolated(&s);
@@ -282,8 +374,8 @@ fn sled_keeps_everything_across_reopen() {
     let (study, trial) = {
         let s = SledStorage::open(dir.path(), Durability::Process).unwrap();
         let st = s.create_study(spec(), "kept".into(), 3, 0).unwrap();
-        let t = s.create_trial(st.id, params(0.5), 0).unwrap();
-        s.create_trial(st.id, params(0.6), 0).unwrap();
+        let t = s.create_trial(st.id, params(0.5), Placement::default(), 0).unwrap();
+        s.create_trial(st.id, params(0.6), Placement::default(), 0).unwrap();
         s.claim_trial(st.id, &w("a"), 1).unwrap();
         s.append_metrics(t.id, 1, 1, &values(0.7)).unwrap();
         s.flush().unwrap();
@@ -314,7 +406,7 @@ fn sled_keeps_every_returned_write_without_a_flush() {
     let st = s.create_study(spec(), "crash".into(), 5, 0).unwrap();
     let mut ids = Vec::new();
     for i in 0..50 {
-        let t = s.create_trial(st.id, params(i as f64 / 100.0), 0).unwrap();
+        let t = s.create_trial(st.id, params(i as f64 / 100.0), Placement::default(), 0).unwrap();
         s.claim_trial(st.id, &w("a"), 1).unwrap();
         for step in 1..=3 {
             s.append_metrics(t.id, 1, step, &values(step as f64))

@@ -3,7 +3,7 @@
 
 use super::rules;
 use super::*;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Mutex, MutexGuard};
 
 #[derive(Default)]
@@ -17,6 +17,19 @@ struct Inner {
     studies: BTreeMap<StudyId, StudyRecord>,
     trials: BTreeMap<TrialId, TrialRecord>,
     metrics: BTreeMap<(TrialId, u32, u32), MetricValues>,
+    /// Waiting trials, so a claim does not scan a long study.
+    waiting: BTreeSet<TrialId>,
+}
+
+impl Inner {
+    /// Keeps the waiting index in step with a trial's state.
+    fn index(&mut self, t: &TrialRecord) {
+        if t.state == TrialState::Waiting {
+            self.waiting.insert(t.id);
+        } else {
+            self.waiting.remove(&t.id);
+        }
+    }
 }
 
 impl MemoryStorage {
@@ -91,7 +104,13 @@ impl Storage for MemoryStorage {
         Ok(s.clone())
     }
 
-    fn create_trial(&self, study: StudyId, params: Params, now_ms: i64) -> Result<TrialRecord> {
+    fn create_trial(
+        &self,
+        study: StudyId,
+        params: Params,
+        placement: Placement,
+        now_ms: i64,
+    ) -> Result<TrialRecord> {
         let mut inner = self.lock();
         if !inner.studies.contains_key(&study) {
             return Err(StorageError::NotFound(format!("study {study}")));
@@ -107,8 +126,9 @@ impl Storage for MemoryStorage {
             .next_back()
             .map(|(id, _)| id.number + 1)
             .unwrap_or(0);
-        let t = rules::new_trial(study, number, params, now_ms);
+        let t = rules::new_trial(study, number, params, placement, now_ms);
         inner.trials.insert(t.id, t.clone());
+        inner.index(&t);
         Ok(t)
     }
 
@@ -119,20 +139,24 @@ impl Storage for MemoryStorage {
         now_ms: i64,
     ) -> Result<Option<TrialRecord>> {
         let mut inner = self.lock();
-        let found = inner
-            .trials
-            .range_mut(
+        let first = inner
+            .waiting
+            .range(
                 TrialId { study, number: 0 }..=TrialId {
                     study,
                     number: u32::MAX,
                 },
             )
-            .map(|(_, t)| t)
-            .find(|t| t.state == TrialState::Waiting);
-        Ok(found.map(|t| {
-            rules::apply_claim(t, worker, now_ms);
-            t.clone()
-        }))
+            .next()
+            .copied();
+        let Some(id) = first else {
+            return Ok(None);
+        };
+        let t = trial_mut(&mut inner, id)?;
+        rules::apply_claim(t, worker, now_ms);
+        let t = t.clone();
+        inner.index(&t);
+        Ok(Some(t))
     }
 
     fn trial(&self, id: TrialId) -> Result<Option<TrialRecord>> {
@@ -189,7 +213,34 @@ impl Storage for MemoryStorage {
         let t = trial_mut(&mut inner, id)?;
         rules::check_requeue(t)?;
         rules::apply_requeue(t, why, reason);
+        let t = t.clone();
+        inner.index(&t);
+        Ok(t)
+    }
+
+    fn pause_trial(
+        &self,
+        id: TrialId,
+        attempt: u32,
+        checkpoint: CheckpointRef,
+        value: Option<f64>,
+        reason: &str,
+    ) -> Result<TrialRecord> {
+        let mut inner = self.lock();
+        let t = trial_mut(&mut inner, id)?;
+        rules::check_pause(t, attempt, &checkpoint)?;
+        rules::apply_pause(t, checkpoint, value, reason);
         Ok(t.clone())
+    }
+
+    fn promote_trial(&self, id: TrialId, placement: Placement) -> Result<TrialRecord> {
+        let mut inner = self.lock();
+        let t = trial_mut(&mut inner, id)?;
+        rules::check_promote(t)?;
+        rules::apply_promote(t, placement);
+        let t = t.clone();
+        inner.index(&t);
+        Ok(t)
     }
 
     fn finish_trial(
@@ -204,7 +255,9 @@ impl Storage for MemoryStorage {
         let t = trial_mut(&mut inner, id)?;
         rules::check_finish(t, state)?;
         rules::apply_finish(t, state, value, reason, now_ms);
-        Ok(t.clone())
+        let t = t.clone();
+        inner.index(&t);
+        Ok(t)
     }
 
     /// Memory promises nothing beyond the process, and has it at once.

@@ -15,7 +15,8 @@ pub use self::sled::SledStorage;
 
 use hpo_proto::study::StudySpec;
 use hpo_proto::{
-    MetricPoint, MetricValues, Params, StudyId, StudyState, TrialId, TrialState, WorkerId,
+    CheckpointRef, MetricPoint, MetricValues, Params, StudyId, StudyState, TrialId, TrialState,
+    WorkerId,
 };
 use serde::{Deserialize, Serialize};
 
@@ -72,6 +73,22 @@ pub struct TrialRecord {
     pub created_at_ms: i64,
     pub started_at_ms: i64,
     pub ended_at_ms: i64,
+    /// Where the scheduler put it (absent in records of older releases,
+    /// which ran every trial at full budget: all zero then).
+    #[serde(default)]
+    pub placement: Placement,
+    /// The checkpoint a paused (or requeued after a pause) trial resumes from.
+    #[serde(default)]
+    pub checkpoint: Option<CheckpointRef>,
+}
+
+/// A trial's place in its scheduler: bracket, rung index, and the resource
+/// level it trains to.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Placement {
+    pub bracket: u32,
+    pub rung: u32,
+    pub budget: u32,
 }
 
 /// What an acknowledged write survives.
@@ -120,7 +137,13 @@ pub trait Storage: Send + Sync + 'static {
     ) -> Result<StudyRecord>;
 
     /// Adds a waiting trial numbered one past the study's highest.
-    fn create_trial(&self, study: StudyId, params: Params, now_ms: i64) -> Result<TrialRecord>;
+    fn create_trial(
+        &self,
+        study: StudyId,
+        params: Params,
+        placement: Placement,
+        now_ms: i64,
+    ) -> Result<TrialRecord>;
 
     /// Atomically moves the study's lowest-numbered waiting trial to running
     /// for `worker`, incrementing its attempt. Two concurrent callers never get
@@ -152,8 +175,24 @@ pub trait Storage: Send + Sync + 'static {
     /// Every stored metric point of a trial, by (attempt, step).
     fn metrics(&self, id: TrialId) -> Result<Vec<MetricPoint>>;
 
-    /// Running -> waiting, so another worker can claim it.
+    /// Running -> waiting, so another worker can claim it. A trial with a
+    /// checkpoint keeps it: the next attempt resumes from there.
     fn requeue_trial(&self, id: TrialId, why: Requeue, reason: &str) -> Result<TrialRecord>;
+
+    /// Running (on `attempt`) -> paused at a rung, with the checkpoint the
+    /// worker uploaded and the objective so far.
+    fn pause_trial(
+        &self,
+        id: TrialId,
+        attempt: u32,
+        checkpoint: CheckpointRef,
+        value: Option<f64>,
+        reason: &str,
+    ) -> Result<TrialRecord>;
+
+    /// Paused -> waiting with a larger budget: the next claim resumes it from
+    /// its checkpoint.
+    fn promote_trial(&self, id: TrialId, placement: Placement) -> Result<TrialRecord>;
 
     /// Moves a waiting or running trial to a terminal `state`. Refuses a trial
     /// that is already terminal, so a late or duplicated finish changes nothing.
@@ -197,6 +236,41 @@ pub(crate) mod rules {
             )));
         }
         Ok(())
+    }
+
+    pub fn check_pause(t: &TrialRecord, attempt: u32, c: &CheckpointRef) -> Result<()> {
+        check_append(t, attempt)?;
+        if c.trial != t.id || c.attempt != attempt {
+            return Err(StorageError::Conflict(format!(
+                "checkpoint of trial {} attempt {} does not belong to trial {} attempt {attempt}",
+                c.trial, c.attempt, t.id
+            )));
+        }
+        Ok(())
+    }
+
+    pub fn apply_pause(t: &mut TrialRecord, c: CheckpointRef, value: Option<f64>, reason: &str) {
+        t.state = TrialState::Paused;
+        t.last_step = Some(c.step);
+        t.checkpoint = Some(c);
+        t.value = value;
+        t.reason = reason.to_string();
+    }
+
+    pub fn check_promote(t: &TrialRecord) -> Result<()> {
+        if t.state != TrialState::Paused {
+            return Err(StorageError::Conflict(format!(
+                "trial {} is {}, not paused",
+                t.id, t.state
+            )));
+        }
+        Ok(())
+    }
+
+    pub fn apply_promote(t: &mut TrialRecord, placement: Placement) {
+        t.state = TrialState::Waiting;
+        t.placement = placement;
+        t.reason = String::new();
     }
 
     pub fn check_requeue(t: &TrialRecord) -> Result<()> {
@@ -254,7 +328,13 @@ pub(crate) mod rules {
         t.ended_at_ms = now_ms;
     }
 
-    pub fn new_trial(study: StudyId, number: u32, params: Params, now_ms: i64) -> TrialRecord {
+    pub fn new_trial(
+        study: StudyId,
+        number: u32,
+        params: Params,
+        placement: Placement,
+        now_ms: i64,
+    ) -> TrialRecord {
         TrialRecord {
             schema: SCHEMA_VERSION,
             id: TrialId { study, number },
@@ -269,6 +349,8 @@ pub(crate) mod rules {
             created_at_ms: now_ms,
             started_at_ms: 0,
             ended_at_ms: 0,
+            placement,
+            checkpoint: None,
         }
     }
 

@@ -462,7 +462,13 @@ impl Storage for SledStorage {
         Ok(s)
     }
 
-    fn create_trial(&self, study: StudyId, params: Params, now_ms: i64) -> Result<TrialRecord> {
+    fn create_trial(
+        &self,
+        study: StudyId,
+        params: Params,
+        placement: Placement,
+        now_ms: i64,
+    ) -> Result<TrialRecord> {
         let mut wal = self.lock();
         if self.load_study(study)?.is_none() {
             return Err(StorageError::NotFound(format!("study {study}")));
@@ -471,7 +477,7 @@ impl Storage for SledStorage {
             Some(r) => trial_id_of(&r.map_err(backend)?.0)?.number + 1,
             None => 0,
         };
-        let t = rules::new_trial(study, number, params, now_ms);
+        let t = rules::new_trial(study, number, params, placement, now_ms);
         self.save_trial(&mut wal, &t)?;
         Ok(t)
     }
@@ -557,6 +563,31 @@ impl Storage for SledStorage {
         rules::check_requeue(&t)?;
         t.last_step = self.last_step(&t)?;
         rules::apply_requeue(&mut t, why, reason);
+        self.save_trial(&mut wal, &t)?;
+        Ok(t)
+    }
+
+    fn pause_trial(
+        &self,
+        id: TrialId,
+        attempt: u32,
+        checkpoint: CheckpointRef,
+        value: Option<f64>,
+        reason: &str,
+    ) -> Result<TrialRecord> {
+        let mut wal = self.lock();
+        let mut t = self.load_trial(id)?;
+        rules::check_pause(&t, attempt, &checkpoint)?;
+        rules::apply_pause(&mut t, checkpoint, value, reason);
+        self.save_trial(&mut wal, &t)?;
+        Ok(t)
+    }
+
+    fn promote_trial(&self, id: TrialId, placement: Placement) -> Result<TrialRecord> {
+        let mut wal = self.lock();
+        let mut t = self.load_trial(id)?;
+        rules::check_promote(&t)?;
+        rules::apply_promote(&mut t, placement);
         self.save_trial(&mut wal, &t)?;
         Ok(t)
     }

@@ -176,6 +176,7 @@ async fn malformed_requests_are_invalid_arguments() {
         attempt: a.attempt,
         outcome: 0,
         reason: String::new(),
+        paused_step: 0,
     };
     assert_eq!(
         r.finish_trial(no_outcome).await.unwrap_err().code(),

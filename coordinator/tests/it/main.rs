@@ -5,6 +5,7 @@
 mod errors;
 mod lifecycle;
 mod restart;
+mod schedule;
 
 use hpo_coordinator::engine::EngineConfig;
 use hpo_proto::{StudyId, WorkerId};
@@ -31,6 +32,7 @@ impl Server {
             engine: EngineConfig {
                 lease_ttl,
                 tick: Duration::from_millis(50),
+                ..EngineConfig::default()
             },
         };
         let task = tokio::spawn(hpo_coordinator::run(listener, config, async {

@@ -6,21 +6,34 @@
 
 mod mlp;
 mod simulated;
+mod table;
 
 pub use mlp::MlpTrainer;
 pub use simulated::SimulatedTrainer;
+pub use table::TableTrainer;
 
 use crate::data::DataCache;
 use crate::device::Device;
 use hpo_proto::{Assignment, Decision, MetricValues};
 use std::sync::Arc;
 
-/// One trial as a trainer sees it.
+/// One trial as a trainer sees it: one segment of it, from the checkpoint it
+/// resumes from (if any) up to `assignment.budget`.
 #[derive(Debug, Clone)]
 pub struct TrialJob {
     pub assignment: Assignment,
     /// The slot's device: the trainer must put its tensors there.
     pub device: Device,
+    /// The bytes this trainer returned in `TrainEnd::Paused` for the step
+    /// `assignment.resume` names; None for a fresh start.
+    pub resume: Option<Vec<u8>>,
+}
+
+impl TrialJob {
+    /// The step training resumes after (0 for a fresh start).
+    pub fn start_step(&self) -> u32 {
+        self.assignment.resume.as_ref().map_or(0, |c| c.step)
+    }
 }
 
 /// The trainer's line to the coordinator.
@@ -53,16 +66,22 @@ impl From<tch::TchError> for TrainError {
 }
 
 /// How a trainer's run ended when it did not fail.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TrainEnd {
-    /// Every epoch ran.
+    /// Trained to `max_resource`.
     Finished,
     /// A report was answered with stop, or a stop was requested.
     Stopped,
+    /// A report was answered with pause, or the segment reached its budget
+    /// below `max_resource`: `checkpoint` holds everything needed to go on
+    /// from `step` exactly as if there had been no pause.
+    Paused { step: u32, checkpoint: Vec<u8> },
 }
 
 pub trait Trainer: Send + Sync {
-    /// Runs one trial on the calling thread, reporting each epoch.
+    /// Runs one segment of a trial on the calling thread: steps
+    /// `job.start_step() + 1 ..= assignment.budget`, reporting each (for
+    /// `Resource::DataFraction`, one report at step `budget`).
     fn train(&self, job: &TrialJob, reporter: &mut dyn Reporter) -> Result<TrainEnd, TrainError>;
 }
 
@@ -70,6 +89,7 @@ pub trait Trainer: Send + Sync {
 pub struct Trainers {
     mlp: MlpTrainer,
     simulated: SimulatedTrainer,
+    table: TableTrainer,
 }
 
 impl Trainers {
@@ -77,6 +97,7 @@ impl Trainers {
         Trainers {
             mlp: MlpTrainer::new(data),
             simulated: SimulatedTrainer,
+            table: TableTrainer,
         }
     }
 
@@ -84,6 +105,7 @@ impl Trainers {
         match kind {
             "mlp" => Some(&self.mlp),
             "simulated" => Some(&self.simulated),
+            "table" => Some(&self.table),
             _ => None,
         }
     }
