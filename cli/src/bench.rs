@@ -61,7 +61,7 @@ struct RunResult {
     wall: f64,
     /// Resource units (epochs) trained.
     epochs: u64,
-    /// Busy time / (workers × wall).
+    /// Busy time / (workers × time), until the resource budget was spent.
     utilisation: f64,
     trials: usize,
     /// (simulated seconds, epochs so far, best so far), at each improvement.
@@ -204,7 +204,11 @@ fn variant(
 /// Shared by the simulated workers.
 #[derive(Default)]
 struct Tally {
-    busy: f64,
+    /// (end, duration) of every simulated step, in simulated seconds.
+    steps: Vec<(f64, f64)>,
+    /// When the study's resource budget ran out: the end of the search.
+    /// Steps after it are the drain of trials told to stop.
+    spent_at: Option<f64>,
     epochs: u64,
     best: Option<f64>,
     trajectory: Vec<(f64, u64, f64)>,
@@ -233,6 +237,7 @@ fn simulate(study: &str, name: &str, workers: u32, table: &Arc<Table>) -> Result
         let mut tasks = tokio::task::JoinSet::new();
         for w in 0..workers {
             let worker = Worker {
+                budget: spec.search.max_total_resource,
                 engine: engine.clone(),
                 id: WorkerId(format!("sim-{w}")),
                 table: table.clone(),
@@ -252,6 +257,14 @@ fn simulate(study: &str, name: &str, workers: u32, table: &Arc<Table>) -> Result
         let info = engine.study_info(id)?;
         engine.shutdown().await;
         let t = tally.lock().unwrap_or_else(|e| e.into_inner());
+        // Utilisation over the search itself: up to the moment its budget
+        // was spent (after that, running trials only finish their epoch).
+        let until = t.spent_at.unwrap_or(wall).min(wall);
+        let busy: f64 = t
+            .steps
+            .iter()
+            .map(|(end, cost)| (end.min(until) - (end - cost)).max(0.0))
+            .sum();
         Ok(RunResult {
             dataset: String::new(),
             scheduler: String::new(),
@@ -262,8 +275,8 @@ fn simulate(study: &str, name: &str, workers: u32, table: &Arc<Table>) -> Result
             time_to_best: t.trajectory.last().map_or(0.0, |p| p.0),
             wall,
             epochs: t.epochs,
-            utilisation: if wall > 0.0 {
-                t.busy / (f64::from(workers) * wall)
+            utilisation: if until > 0.0 {
+                busy / (f64::from(workers) * until)
             } else {
                 0.0
             },
@@ -274,6 +287,7 @@ fn simulate(study: &str, name: &str, workers: u32, table: &Arc<Table>) -> Result
 }
 
 struct Worker {
+    budget: Option<u64>,
     engine: Engine,
     id: WorkerId,
     table: Arc<Table>,
@@ -338,9 +352,13 @@ impl Worker {
                 return Ok(());
             };
             {
+                let now = self.start.elapsed().as_secs_f64();
                 let mut t = self.tally();
-                t.busy += cost;
+                t.steps.push((now, cost));
                 t.epochs += 1;
+                if self.budget.is_some_and(|b| t.epochs >= b) && t.spent_at.is_none() {
+                    t.spent_at = Some(now);
+                }
             }
             let decision = self
                 .engine

@@ -231,3 +231,140 @@ fn unsupported_version_is_rejected() {
     let text = format!("version = 2\n{GOOD}");
     assert!(err(&text).starts_with("study.toml: version: unsupported study file version 2"));
 }
+
+fn with_schedule(schedule: &str) -> String {
+    format!("{GOOD}\n[schedule]\n{schedule}\n")
+}
+
+#[test]
+fn a_study_without_schedule_trains_every_trial_fully() {
+    let s = StudySpec::parse(GOOD, "study.toml").unwrap();
+    assert_eq!(s.schedule.algorithm, SchedulerKind::None);
+    assert_eq!(s.schedule.resource, Resource::Epochs);
+    assert_eq!(s.schedule.max_resource, 10, "the trainer's epochs");
+    assert_eq!(s.search.max_total_resource, None);
+}
+
+#[test]
+fn parses_a_hyperband_schedule() {
+    let s = StudySpec::parse(
+        &with_schedule(
+            "algorithm = \"hyperband\"\nmin_resource = 1\nreduction_factor = 3\nbrackets = 2",
+        ),
+        "study.toml",
+    )
+    .unwrap();
+    assert_eq!(s.schedule.algorithm, SchedulerKind::Hyperband);
+    assert_eq!(
+        (
+            s.schedule.min_resource,
+            s.schedule.max_resource,
+            s.schedule.reduction_factor
+        ),
+        (1, 10, 3)
+    );
+    assert_eq!(s.schedule.brackets, Some(2));
+    assert_eq!(s.schedule.grace_period, 1, "defaults to min_resource");
+    for kind in SchedulerKind::ALL {
+        let s = StudySpec::parse(
+            &with_schedule(&format!("algorithm = \"{}\"", kind.as_str())),
+            "study.toml",
+        )
+        .unwrap();
+        assert_eq!(s.schedule.algorithm, kind);
+    }
+}
+
+#[test]
+fn max_resource_may_stand_in_for_epochs_but_not_contradict_them() {
+    let no_epochs = with_schedule("algorithm = \"asha\"\nmax_resource = 27").replace("epochs = 10\n", "");
+    let s = StudySpec::parse(&no_epochs, "study.toml").unwrap();
+    assert_eq!((s.trainer.epochs, s.schedule.max_resource), (27, 27));
+    assert_eq!(
+        err(&with_schedule("algorithm = \"asha\"\nmax_resource = 27")),
+        "study.toml: schedule.max_resource: is 27 but trainer.epochs is 10: with resource = \"epochs\" the full budget is the trainer's epochs (set one of them, or both equal)"
+    );
+    assert_eq!(
+        err(&GOOD.replace("epochs = 10\n", "")),
+        "study.toml: trainer.epochs: missing (expected an integer >= 1)"
+    );
+}
+
+#[test]
+fn bad_schedules_name_the_key() {
+    assert_eq!(
+        err(&with_schedule("algorithm = \"asha\"\nmin_resource = 10")),
+        "study.toml: schedule.min_resource: must be less than max_resource (10), got 10: with one budget level there is nothing to stop early"
+    );
+    assert_eq!(
+        err(&with_schedule("algorithm = \"asha\"\nreduction_factor = 1")),
+        "study.toml: schedule.reduction_factor: must be at least 2 (a rung keeps its best 1/reduction_factor), got 1"
+    );
+    assert_eq!(
+        err(&with_schedule("algorithm = \"pbt\"")),
+        "study.toml: schedule.algorithm: expected one of: none, median, successive_halving, asha, hyperband, async_hyperband, got \"pbt\""
+    );
+    assert_eq!(
+        err(&with_schedule("algorithm = \"hyperband\"\nbrackets = 4")),
+        "study.toml: schedule.brackets: must be at most 3 for min_resource = 1, max_resource = 10, reduction_factor = 3, got 4"
+    );
+    assert_eq!(
+        err(&with_schedule("algorithm = \"asha\"\nresource = \"data_fraction\"")),
+        "study.toml: schedule.max_resource: missing (resource = \"data_fraction\" needs the number of levels: a budget b trains on b / max_resource of the data)"
+    );
+    assert_eq!(
+        err(&with_schedule("algorithm = \"asha\"\nresource = \"steps\"")),
+        "study.toml: schedule.resource: expected \"epochs\" or \"data_fraction\", got \"steps\""
+    );
+    assert_eq!(
+        err(&with_schedule("algorithm = \"asha\"\neta = 3")),
+        "study.toml: schedule.eta: unknown key (expected one of: algorithm, resource, min_resource, max_resource, reduction_factor, grace_period, min_trials, brackets)"
+    );
+}
+
+#[test]
+fn data_fraction_is_for_trainers_that_support_it() {
+    let s = StudySpec::parse(
+        &with_schedule(
+            "algorithm = \"asha\"\nresource = \"data_fraction\"\nmin_resource = 1\nmax_resource = 9",
+        ),
+        "study.toml",
+    )
+    .unwrap();
+    assert_eq!(s.schedule.resource, Resource::DataFraction);
+    assert_eq!((s.schedule.max_resource, s.trainer.epochs), (9, 10));
+    let simulated = r#"
+name = "s"
+[objective]
+metric = "loss"
+direction = "minimize"
+[search]
+algorithm = "random"
+max_trials = 4
+max_total_resource = 100
+[trainer]
+kind = "simulated"
+epochs = 9
+[params]
+x = { type = "float", low = 0.0, high = 1.0 }
+[schedule]
+algorithm = "asha"
+resource = "data_fraction"
+max_resource = 9
+"#;
+    assert_eq!(
+        err(simulated),
+        "study.toml: schedule.resource: trainer `simulated` does not support resource \"data_fraction\" (it supports: epochs)"
+    );
+    let ok = StudySpec::parse(&simulated.replace("resource = \"data_fraction\"\n", ""), "s.toml")
+        .unwrap();
+    assert_eq!(ok.search.max_total_resource, Some(100));
+}
+
+#[test]
+fn hyperband_levels() {
+    assert_eq!(levels(1, 81, 3), 4);
+    assert_eq!(levels(1, 52, 3), 3);
+    assert_eq!(levels(1, 16, 2), 4);
+    assert_eq!(levels(5, 4, 3), 0);
+}
