@@ -43,6 +43,9 @@ pub struct BenchArgs {
     /// Print the comparison as a Markdown table.
     #[arg(long)]
     markdown: bool,
+    /// Print every run's figures as one JSON object per line instead.
+    #[arg(long, conflicts_with = "markdown")]
+    json: bool,
 }
 
 /// What one simulated run measured.
@@ -149,7 +152,11 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
             }
         }
     }
-    if results.len() == 1 {
+    if args.json {
+        for r in &results {
+            println!("{}", run_json(r));
+        }
+    } else if results.len() == 1 {
         print_single(&results[0], &spec);
     } else {
         print_comparison(&results, args.markdown);
@@ -422,6 +429,22 @@ fn checkpoint(config: usize, step: u32) -> Vec<u8> {
 fn crc32(bytes: &[u8]) -> u32 {
     // The engine checks it like any upload; the same function as workers use.
     crc32fast::hash(bytes)
+}
+
+fn run_json(r: &RunResult) -> serde_json::Value {
+    serde_json::json!({
+        "dataset": r.dataset,
+        "scheduler": r.scheduler,
+        "seed": r.seed,
+        "best": r.best,
+        "regret": r.regret,
+        "time_to_best_s": r.time_to_best,
+        "wall_s": r.wall,
+        "epochs": r.epochs,
+        "utilisation": r.utilisation,
+        "trials": r.trials,
+        "trajectory": r.trajectory.iter().map(|(t, e, v)| serde_json::json!({"time_s": t, "epochs": e, "best": v})).collect::<Vec<_>>(),
+    })
 }
 
 fn opt(v: Option<f64>, digits: usize) -> String {

@@ -2,6 +2,7 @@
 //! `kill -9` of the coordinator, SIGTERM of a worker, exit codes and output.
 #![allow(clippy::unwrap_used)]
 
+mod bench;
 mod commands;
 mod processes;
 
