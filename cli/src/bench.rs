@@ -603,13 +603,9 @@ fn print_comparison(results: &[RunResult], markdown: bool) {
                 .collect::<Vec<_>>()
                 .join("  ")
         };
-        println!(
-            "{}",
-            line(headers.iter().map(|h| h.to_string()).collect())
-        );
+        println!("{}", line(headers.iter().map(|h| h.to_string()).collect()));
         for r in rows {
             println!("{}", line(r));
         }
     }
 }
-

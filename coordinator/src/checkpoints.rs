@@ -24,7 +24,11 @@ pub const DEFAULT_MAX_BYTES: u64 = 1 << 30;
 #[derive(Debug, thiserror::Error)]
 pub enum CheckpointError {
     #[error("checkpoint of trial {trial} is {size} bytes, more than the limit of {limit}")]
-    TooLarge { trial: TrialId, size: u64, limit: u64 },
+    TooLarge {
+        trial: TrialId,
+        size: u64,
+        limit: u64,
+    },
     #[error("checkpoint of trial {trial} step {step}: {message}")]
     Corrupt {
         trial: TrialId,
@@ -221,7 +225,9 @@ impl CheckpointStore {
             }
         };
         if bytes.len() as u64 != c.size || crc32fast::hash(&bytes) != c.crc32 {
-            return Err(corrupt("stored bytes fail their size or CRC-32 check".into()));
+            return Err(corrupt(
+                "stored bytes fail their size or CRC-32 check".into(),
+            ));
         }
         Ok(bytes)
     }
@@ -284,7 +290,11 @@ impl CheckpointStore {
     /// How many checkpoints are stored (tests and the dashboard).
     pub fn count(&self, study: StudyId) -> usize {
         match &self.dir {
-            None => self.lock().keys().filter(|(t, _, _)| t.study == study).count(),
+            None => self
+                .lock()
+                .keys()
+                .filter(|(t, _, _)| t.study == study)
+                .count(),
             Some(dir) => std::fs::read_dir(dir.join(study.0.to_string())).map_or(0, |d| {
                 d.flatten()
                     .filter(|e| e.path().extension().is_some_and(|x| x == "ckpt"))
@@ -343,7 +353,10 @@ mod tests {
             store.put(&bad, &data),
             Err(CheckpointError::Corrupt { .. })
         ));
-        let short = CheckpointRef { size: 1, ..c.clone() };
+        let short = CheckpointRef {
+            size: 1,
+            ..c.clone()
+        };
         assert!(store.put(&short, &data).is_err());
         // Over the limit.
         let big = vec![0u8; 10_001];

@@ -756,7 +756,9 @@ impl Cx<'_> {
             Some(n) if n < 2 => {
                 return Err(self.err(
                     "schedule.reduction_factor",
-                    format!("must be at least 2 (a rung keeps its best 1/reduction_factor), got {n}"),
+                    format!(
+                        "must be at least 2 (a rung keeps its best 1/reduction_factor), got {n}"
+                    ),
                 ));
             }
             Some(n) => self.ranged(join(p, "reduction_factor"), n, 2, 1000)? as u32,

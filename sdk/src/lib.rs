@@ -5,8 +5,8 @@ use hpo_proto::convert;
 use hpo_proto::pb::study_service_client::StudyServiceClient;
 use hpo_proto::pb::worker_service_client::WorkerServiceClient;
 use hpo_proto::{
-    Assignment, CheckpointRef, ConvertError, Decision, MetricValues, Outcome, PROTOCOL_VERSION, StudyId,
-    StudyInfo, TrialId, TrialInfo, TrialState, WorkerId, pb,
+    Assignment, CheckpointRef, ConvertError, Decision, MetricValues, Outcome, PROTOCOL_VERSION,
+    StudyId, StudyInfo, TrialId, TrialInfo, TrialState, WorkerId, pb,
 };
 use std::time::Duration;
 use tonic::transport::{Channel, Endpoint};

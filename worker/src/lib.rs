@@ -4,6 +4,7 @@
 pub mod data;
 pub mod device;
 pub mod runtime;
+pub mod table;
 pub mod trainer;
 
 pub use runtime::{WorkerConfig, WorkerError, run};

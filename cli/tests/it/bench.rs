@@ -105,7 +105,12 @@ fn bench_simulates_a_cluster_and_is_deterministic() {
     // The plain report names its figures.
     let out = run(&["bench", path.to_str().unwrap(), "--workers", "4"]);
     let report = text(&out.stdout);
-    for want in ["best acc over simulated time", "regret", "epochs in", "utilisation"] {
+    for want in [
+        "best acc over simulated time",
+        "regret",
+        "epochs in",
+        "utilisation",
+    ] {
         assert!(report.contains(want), "{report}");
     }
 }
@@ -140,10 +145,7 @@ fn lcbench_shows_what_early_stopping_must_show() {
         "/../examples/lcbench.toml"
     ))
     .unwrap()
-    .replace(
-        "../shared/data/yahpo-lcbench",
-        root.to_str().unwrap(),
-    );
+    .replace("../shared/data/yahpo-lcbench", root.to_str().unwrap());
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("lcbench.toml");
     std::fs::write(&path, text_).unwrap();

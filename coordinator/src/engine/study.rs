@@ -225,7 +225,6 @@ impl StudyActor {
         }
     }
 
-
     /// The study may still add trials.
     fn can_start(&self) -> bool {
         !self.exhausted
@@ -245,12 +244,12 @@ impl StudyActor {
         if self.waiting == 0 {
             let can_start = self.can_start();
             let next = self.scheduler.next(
-            &History {
-                trials: &self.sched,
-                direction: self.record.spec.objective.direction,
-            },
-            can_start,
-        );
+                &History {
+                    trials: &self.sched,
+                    direction: self.record.spec.objective.direction,
+                },
+                can_start,
+            );
             match next {
                 Next::Promote {
                     number,
@@ -474,22 +473,22 @@ impl StudyActor {
             }
             return Ok(Decision::Stop);
         }
-        let mut decision = self
-            .scheduler
-            .on_report(&History {
+        let mut decision = self.scheduler.on_report(
+            &History {
                 trials: &self.sched,
                 direction: self.record.spec.objective.direction,
-            }, number, step, v);
+            },
+            number,
+            step,
+            v,
+        );
         // The trainer stops at its budget whatever it is told: below the
         // full budget that is a pause.
         if decision == Decision::Continue && step >= budget && budget < max_resource {
             decision = Decision::Pause;
         }
         if decision == Decision::Stop {
-            let reason = format!(
-                "stopped by {} at step {step}",
-                self.scheduler.name()
-            );
+            let reason = format!("stopped by {} at step {step}", self.scheduler.name());
             self.end_trial(number, TrialState::Stopped, &reason)?;
             self.after_change();
         }
@@ -631,10 +630,13 @@ impl StudyActor {
             let reason = format!("paused at step {step} without uploading its checkpoint");
             return self.end_trial(number, TrialState::Failed, &reason);
         };
-        let value = self.running.get(&number).and_then(|l| match self.record.spec.objective.scope {
-            Scope::Last => l.last,
-            Scope::Best => l.best,
-        });
+        let value =
+            self.running
+                .get(&number)
+                .and_then(|l| match self.record.spec.objective.scope {
+                    Scope::Last => l.last,
+                    Scope::Best => l.best,
+                });
         if let Some((state, reason)) = self.stopping.clone() {
             let s = stop_state(state == StudyState::Cancelled);
             return self.end_trial(number, s, &format!("study ended: {reason}"));
@@ -660,9 +662,9 @@ impl StudyActor {
     /// Stops the paused trials the scheduler will never promote.
     fn discard(&mut self) -> Result<(), EngineError> {
         let numbers = self.scheduler.discard(&History {
-                trials: &self.sched,
-                direction: self.record.spec.objective.direction,
-            });
+            trials: &self.sched,
+            direction: self.record.spec.objective.direction,
+        });
         for number in numbers {
             let paused = self
                 .sched
@@ -801,12 +803,15 @@ impl StudyActor {
                 Next::Done
             } else {
                 {
-                let can_start = self.can_start();
-                self.scheduler.next(&History {
-                trials: &self.sched,
-                direction: self.record.spec.objective.direction,
-            }, can_start)
-            }
+                    let can_start = self.can_start();
+                    self.scheduler.next(
+                        &History {
+                            trials: &self.sched,
+                            direction: self.record.spec.objective.direction,
+                        },
+                        can_start,
+                    )
+                }
             };
             match next {
                 Next::Done | Next::Wait => {
@@ -834,7 +839,9 @@ impl StudyActor {
             .collect();
         let trial_state = stop_state(state == StudyState::Cancelled);
         for number in paused {
-            if let Err(e) = self.stop_paused(number, trial_state, "not promoted before the study ended") {
+            if let Err(e) =
+                self.stop_paused(number, trial_state, "not promoted before the study ended")
+            {
                 tracing::error!(study = %self.record.id, trial = number, error = %e, "cannot stop paused trial");
             }
         }

@@ -64,7 +64,9 @@ pub fn studies_get_sequential_ids_and_end_once(s: &dyn Storage) {
 pub fn trials_are_numbered_and_claimed_in_order(s: &dyn Storage) {
     let st = s.create_study(spec(), String::new(), 1, 0).unwrap();
     for i in 0..3 {
-        let t = s.create_trial(st.id, params(i as f64 / 10.0), Placement::default(), 5).unwrap();
+        let t = s
+            .create_trial(st.id, params(i as f64 / 10.0), Placement::default(), 5)
+            .unwrap();
         assert_eq!(t.id.number, i);
         assert_eq!(t.state, TrialState::Waiting);
     }
@@ -88,7 +90,8 @@ pub fn trials_are_numbered_and_claimed_in_order(s: &dyn Storage) {
 pub fn claims_from_many_threads_never_collide(s: &dyn Storage) {
     let st = s.create_study(spec(), String::new(), 1, 0).unwrap();
     for i in 0..200 {
-        s.create_trial(st.id, params(i as f64), Placement::default(), 0).unwrap();
+        s.create_trial(st.id, params(i as f64), Placement::default(), 0)
+            .unwrap();
     }
     let claimed = std::sync::Mutex::new(Vec::new());
     std::thread::scope(|scope| {
@@ -109,7 +112,9 @@ pub fn claims_from_many_threads_never_collide(s: &dyn Storage) {
 
 pub fn metrics_are_idempotent_per_attempt_and_step(s: &dyn Storage) {
     let st = s.create_study(spec(), String::new(), 1, 0).unwrap();
-    let t = s.create_trial(st.id, params(0.5), Placement::default(), 0).unwrap();
+    let t = s
+        .create_trial(st.id, params(0.5), Placement::default(), 0)
+        .unwrap();
     // Not running yet.
     assert!(matches!(
         s.append_metrics(t.id, 1, 1, &values(1.0)),
@@ -135,7 +140,9 @@ pub fn metrics_are_idempotent_per_attempt_and_step(s: &dyn Storage) {
 
 pub fn requeue_keeps_history_and_counts_lost_leases(s: &dyn Storage) {
     let st = s.create_study(spec(), String::new(), 1, 0).unwrap();
-    let t = s.create_trial(st.id, params(0.5), Placement::default(), 0).unwrap();
+    let t = s
+        .create_trial(st.id, params(0.5), Placement::default(), 0)
+        .unwrap();
     s.claim_trial(st.id, &w("a"), 1).unwrap();
     s.append_metrics(t.id, 1, 1, &values(1.0)).unwrap();
     let r = s
@@ -165,7 +172,9 @@ pub fn requeue_keeps_history_and_counts_lost_leases(s: &dyn Storage) {
 
 pub fn finish_refuses_terminal_trials(s: &dyn Storage) {
     let st = s.create_study(spec(), String::new(), 1, 0).unwrap();
-    let t = s.create_trial(st.id, params(0.5), Placement::default(), 0).unwrap();
+    let t = s
+        .create_trial(st.id, params(0.5), Placement::default(), 0)
+        .unwrap();
     s.claim_trial(st.id, &w("a"), 1).unwrap();
     let f = s
         .finish_trial(t.id, TrialState::Completed, Some(0.25), "", 9)
@@ -192,7 +201,9 @@ pub fn finish_refuses_terminal_trials(s: &dyn Storage) {
         Err(StorageError::Conflict(_))
     ));
     // A waiting trial can be cancelled without ever running.
-    let t2 = s.create_trial(st.id, params(0.1), Placement::default(), 0).unwrap();
+    let t2 = s
+        .create_trial(st.id, params(0.1), Placement::default(), 0)
+        .unwrap();
     s.finish_trial(t2.id, TrialState::Cancelled, None, "cancelled", 3)
         .unwrap();
     assert!(s.claim_trial(st.id, &w("a"), 4).unwrap().is_none());
@@ -214,9 +225,12 @@ pub fn finish_refuses_terminal_trials(s: &dyn Storage) {
 pub fn studies_are_isolated(s: &dyn Storage) {
     let a = s.create_study(spec(), String::new(), 1, 0).unwrap();
     let b = s.create_study(spec(), String::new(), 1, 0).unwrap();
-    s.create_trial(a.id, params(0.1), Placement::default(), 0).unwrap();
-    s.create_trial(b.id, params(0.2), Placement::default(), 0).unwrap();
-    s.create_trial(b.id, params(0.3), Placement::default(), 0).unwrap();
+    s.create_trial(a.id, params(0.1), Placement::default(), 0)
+        .unwrap();
+    s.create_trial(b.id, params(0.2), Placement::default(), 0)
+        .unwrap();
+    s.create_trial(b.id, params(0.3), Placement::default(), 0)
+        .unwrap();
     assert_eq!(s.trials(a.id).unwrap().len(), 1);
     assert_eq!(s.trials(b.id).unwrap().len(), 2);
     let c = s.claim_trial(a.id, &w("w"), 0).unwrap().unwrap();
@@ -374,8 +388,11 @@ fn sled_keeps_everything_across_reopen() {
     let (study, trial) = {
         let s = SledStorage::open(dir.path(), Durability::Process).unwrap();
         let st = s.create_study(spec(), "kept".into(), 3, 0).unwrap();
-        let t = s.create_trial(st.id, params(0.5), Placement::default(), 0).unwrap();
-        s.create_trial(st.id, params(0.6), Placement::default(), 0).unwrap();
+        let t = s
+            .create_trial(st.id, params(0.5), Placement::default(), 0)
+            .unwrap();
+        s.create_trial(st.id, params(0.6), Placement::default(), 0)
+            .unwrap();
         s.claim_trial(st.id, &w("a"), 1).unwrap();
         s.append_metrics(t.id, 1, 1, &values(0.7)).unwrap();
         s.flush().unwrap();
@@ -406,7 +423,9 @@ fn sled_keeps_every_returned_write_without_a_flush() {
     let st = s.create_study(spec(), "crash".into(), 5, 0).unwrap();
     let mut ids = Vec::new();
     for i in 0..50 {
-        let t = s.create_trial(st.id, params(i as f64 / 100.0), Placement::default(), 0).unwrap();
+        let t = s
+            .create_trial(st.id, params(i as f64 / 100.0), Placement::default(), 0)
+            .unwrap();
         s.claim_trial(st.id, &w("a"), 1).unwrap();
         for step in 1..=3 {
             s.append_metrics(t.id, 1, step, &values(step as f64))

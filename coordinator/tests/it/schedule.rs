@@ -146,13 +146,25 @@ async fn asha_pauses_promotes_and_resumes_from_the_checkpoint_on_any_worker() {
     }
     let promoted = budgets.values().filter(|b| b.len() > 1).count();
     assert!(promoted >= 2, "some trials were promoted: {budgets:?}");
-    assert!(resumed_elsewhere >= 1, "a trial resumed on the other worker");
+    assert!(
+        resumed_elsewhere >= 1,
+        "a trial resumed on the other worker"
+    );
     let completed = budgets.values().filter(|b| b.last() == Some(&9)).count();
-    assert!(completed >= 1, "a trial reached the full budget: {budgets:?}");
+    assert!(
+        completed >= 1,
+        "a trial reached the full budget: {budgets:?}"
+    );
     let total: u64 = steps.values().map(|s| s.len() as u64).sum();
-    assert_eq!(info.resource_used, total, "resource used counts each epoch once");
+    assert_eq!(
+        info.resource_used, total,
+        "resource used counts each epoch once"
+    );
     // Nothing is left paused or running; every checkpoint was deleted.
-    assert_eq!(info.counts.paused + info.counts.running + info.counts.waiting, 0);
+    assert_eq!(
+        info.counts.paused + info.counts.running + info.counts.waiting,
+        0
+    );
     let trials = client.trials(id, true).await.unwrap();
     for t in &trials {
         assert!(t.state.is_terminal(), "{t:?}");
@@ -193,7 +205,11 @@ async fn checkpoints_are_checked_and_private_to_their_trial() {
         .unwrap();
     assert_eq!(state, TrialState::Failed);
     let t = &client.trials(id, false).await.unwrap()[0];
-    assert!(t.reason.contains("without uploading its checkpoint"), "{}", t.reason);
+    assert!(
+        t.reason.contains("without uploading its checkpoint"),
+        "{}",
+        t.reason
+    );
     client.cancel(id).await.unwrap();
     server.stop().await;
 }

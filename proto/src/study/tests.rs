@@ -277,7 +277,8 @@ fn parses_a_hyperband_schedule() {
 
 #[test]
 fn max_resource_may_stand_in_for_epochs_but_not_contradict_them() {
-    let no_epochs = with_schedule("algorithm = \"asha\"\nmax_resource = 27").replace("epochs = 10\n", "");
+    let no_epochs =
+        with_schedule("algorithm = \"asha\"\nmax_resource = 27").replace("epochs = 10\n", "");
     let s = StudySpec::parse(&no_epochs, "study.toml").unwrap();
     assert_eq!((s.trainer.epochs, s.schedule.max_resource), (27, 27));
     assert_eq!(
@@ -309,7 +310,9 @@ fn bad_schedules_name_the_key() {
         "study.toml: schedule.brackets: must be at most 3 for min_resource = 1, max_resource = 10, reduction_factor = 3, got 4"
     );
     assert_eq!(
-        err(&with_schedule("algorithm = \"asha\"\nresource = \"data_fraction\"")),
+        err(&with_schedule(
+            "algorithm = \"asha\"\nresource = \"data_fraction\""
+        )),
         "study.toml: schedule.max_resource: missing (resource = \"data_fraction\" needs the number of levels: a budget b trains on b / max_resource of the data)"
     );
     assert_eq!(
@@ -356,8 +359,11 @@ max_resource = 9
         err(simulated),
         "study.toml: schedule.resource: trainer `simulated` does not support resource \"data_fraction\" (it supports: epochs)"
     );
-    let ok = StudySpec::parse(&simulated.replace("resource = \"data_fraction\"\n", ""), "s.toml")
-        .unwrap();
+    let ok = StudySpec::parse(
+        &simulated.replace("resource = \"data_fraction\"\n", ""),
+        "s.toml",
+    )
+    .unwrap();
     assert_eq!(ok.search.max_total_resource, Some(100));
 }
 

@@ -1,6 +1,7 @@
 //! The `mlp` trainer: a multi-layer perceptron trained with libtorch on one
 //! of the data sets of [`crate::data`], reporting `train_loss`, `val_loss` and
-//! `val_accuracy` after each epoch.
+//! `val_accuracy` after each epoch (with `Resource::DataFraction`, once per
+//! segment, after `trainer.epochs` epochs on its share of the data).
 //!
 //! # Randomness
 //!
@@ -23,16 +24,28 @@
 //! Hence no `tch::manual_seed` either: it would only disturb other users of
 //! the global generator. What remains is libtorch's arithmetic, which is
 //! deterministic on CPU for a fixed thread count (not necessarily on CUDA).
+//!
+//! # Pause and resume
+//!
+//! A paused trial's checkpoint holds the weights, the optimizer's buffers
+//! and step count, and the step. The shuffle and dropout generators of an
+//! epoch are seeded from (trial seed, epoch) rather than carried over from
+//! the previous epoch, so their state needs no saving: a trial resumed after
+//! epoch k draws what an uninterrupted one draws, and on CPU its metrics are
+//! bit-identical. The optimizers are written out here (`Optimizer`)
+//! because `tch::nn::Optimizer` keeps its state inside libtorch, out of
+//! reach of a checkpoint.
 
 use super::{Reporter, TrainEnd, TrainError, Trainer, TrialJob};
 use crate::data::{DATA_SEED, DataCache, Dataset};
-use hpo_proto::{Assignment, Decision, MetricValues, ParamValue};
+use hpo_proto::{Assignment, Decision, MetricValues, ParamValue, Resource};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
+use std::collections::HashMap;
+use std::io::Cursor;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
-use tch::nn::{self, OptimizerConfig};
 use tch::{Kind, Reduction, TchError, Tensor};
 
 /// Validation rows per forward pass: bounds evaluation memory (hidden width
@@ -54,6 +67,7 @@ impl Trainer for MlpTrainer {
         // Settings are checked before anything else, so a bad trial fails
         // at once even when a stop is pending or the data set is large.
         let config = MlpConfig::from_assignment(&job.assignment)?;
+        check_segment(job)?;
         if reporter.stop_requested() {
             return Ok(TrainEnd::Stopped);
         }
@@ -264,19 +278,18 @@ struct Mlp {
 }
 
 impl Mlp {
-    /// Builds the variables in `vs` with weights drawn from `rng`: He-uniform
-    /// for ReLU-like hidden layers (keeps the activations' scale through deep
-    /// stacks), Glorot-uniform for tanh/sigmoid and the output layer; zero
-    /// biases. Not libtorch's initialisers: see the module doc.
+    /// Creates the variables on `device` with weights drawn from `rng`:
+    /// He-uniform for ReLU-like hidden layers (keeps the activations' scale
+    /// through deep stacks), Glorot-uniform for tanh/sigmoid and the output
+    /// layer; zero biases. Not libtorch's initialisers: see the module doc.
     fn new(
-        vs: &nn::VarStore,
         rng: &mut StdRng,
         features: i64,
         classes: i64,
         config: &MlpConfig,
+        device: tch::Device,
     ) -> Result<Self, TchError> {
-        let root = vs.root();
-        let mut layer = |name: String, fan_in: i64, fan_out: i64, he: bool| {
+        let mut layer = |fan_in: i64, fan_out: i64, he: bool| {
             let bound = if he {
                 (6.0 / fan_in as f64).sqrt()
             } else {
@@ -285,26 +298,41 @@ impl Mlp {
             let values: Vec<f32> = (0..fan_in * fan_out)
                 .map(|_| rng.gen_range(-bound..=bound))
                 .collect();
-            let path = root.sub(name);
             let init = Tensor::f_from_slice(&values)?.f_view([fan_out, fan_in])?;
+            // A fresh leaf on the device (not a view of the host buffer), as
+            // a `VarStore` would make it.
+            let mut weight = Tensor::f_zeros([fan_out, fan_in], (Kind::Float, device))?;
+            tch::no_grad(|| weight.f_copy_(&init))?;
             Ok::<_, TchError>(Layer {
-                weight: path.f_var_copy("weight", &init)?,
-                bias: path.f_zeros("bias", &[fan_out])?,
+                weight: weight.f_set_requires_grad(true)?,
+                bias: Tensor::f_zeros([fan_out], (Kind::Float, device))?
+                    .f_set_requires_grad(true)?,
             })
         };
         let he = matches!(config.activation, Activation::Relu | Activation::Gelu);
         let mut hidden = Vec::with_capacity(config.layers);
         let mut width = features;
-        for i in 0..config.layers {
-            hidden.push(layer(format!("hidden{i}"), width, config.hidden, he)?);
+        for _ in 0..config.layers {
+            hidden.push(layer(width, config.hidden, he)?);
             width = config.hidden;
         }
-        let output = layer("output".to_string(), width, classes, false)?;
+        let output = layer(width, classes, false)?;
         Ok(Mlp {
             hidden,
             output,
             activation: config.activation,
         })
+    }
+
+    /// Handles on the variables, in a fixed order (hidden layers first,
+    /// weight before bias): the optimizer updates them in place and the
+    /// checkpoint names them by position.
+    fn parameters(&self) -> Vec<Tensor> {
+        self.hidden
+            .iter()
+            .chain(std::iter::once(&self.output))
+            .flat_map(|l| [l.weight.shallow_clone(), l.bias.shallow_clone()])
+            .collect()
     }
 
     /// Logits for `xs`. `masks`, in training only, holds one scaled dropout
@@ -327,10 +355,325 @@ impl Mlp {
     }
 }
 
+/// Adam's and AdamW's constants: tch's (and PyTorch's) defaults.
+const BETA1: f64 = 0.9;
+const BETA2: f64 = 0.999;
+const EPS: f64 = 1e-8;
+
+/// SGD with momentum, Adam and AdamW, written out with in-place tensor ops
+/// rather than taken from `tch::nn::Optimizer`, whose state (momentum and
+/// moment buffers, step count) lives in libtorch where it can be neither
+/// saved nor restored: a paused trial must resume with exactly that state.
+///
+/// The updates are PyTorch's (dampening 0, no Nesterov, no AMSGrad): for sgd
+/// and adam `weight_decay` is an L2 term added to the gradient, for adamw it
+/// is decoupled (the weights shrink by `lr × wd` before the Adam step).
+struct Optimizer {
+    kind: OptimizerKind,
+    lr: f64,
+    momentum: f64,
+    weight_decay: f64,
+    params: Vec<Tensor>,
+    /// sgd: the momentum buffers (none when momentum is 0); adam(w): the
+    /// first-moment estimates (`exp_avg`).
+    first: Vec<Tensor>,
+    /// adam(w): the second-moment estimates (`exp_avg_sq`); sgd: none.
+    second: Vec<Tensor>,
+    /// Updates done so far (Adam's bias correction depends on it).
+    steps: u64,
+    /// `weight_decay` and `-lr` as 0-dimensional tensors on the device, for
+    /// `addcmul_`: a scaled in-place add in one kernel, without a temporary
+    /// (tch's `add_` has no `alpha`).
+    weight_decay_t: Tensor,
+    neg_lr_t: Tensor,
+}
+
+impl Optimizer {
+    fn new(config: &MlpConfig, params: Vec<Tensor>) -> Result<Self, TchError> {
+        let zeros = || {
+            params
+                .iter()
+                .map(Tensor::f_zeros_like)
+                .collect::<Result<Vec<_>, _>>()
+        };
+        // Zero buffers give the same first update as PyTorch's "buffer =
+        // gradient on the first step": momentum × 0 + g is g exactly.
+        let (first, second) = match config.optimizer {
+            OptimizerKind::Sgd if config.momentum > 0.0 => (zeros()?, Vec::new()),
+            OptimizerKind::Sgd => (Vec::new(), Vec::new()),
+            OptimizerKind::Adam | OptimizerKind::AdamW => (zeros()?, zeros()?),
+        };
+        let device = params.first().map_or(tch::Device::Cpu, Tensor::device);
+        Ok(Optimizer {
+            kind: config.optimizer,
+            lr: config.lr,
+            momentum: config.momentum,
+            weight_decay: config.weight_decay,
+            params,
+            first,
+            second,
+            steps: 0,
+            weight_decay_t: Tensor::f_scalar_tensor(config.weight_decay, (Kind::Float, device))?,
+            neg_lr_t: Tensor::f_scalar_tensor(-config.lr, (Kind::Float, device))?,
+        })
+    }
+
+    fn zero_grad(&self) -> Result<(), TchError> {
+        for p in &self.params {
+            let mut g = p.f_grad()?;
+            if g.defined() {
+                let _ = g.f_zero_()?;
+            }
+        }
+        Ok(())
+    }
+
+    fn step(&mut self) -> Result<(), TchError> {
+        self.steps += 1;
+        let (lr, wd) = (self.lr, self.weight_decay);
+        // Adam's bias corrections, folded so the update is one `addcdiv_`:
+        // lr/bc1 · m / (sqrt(v)/sqrt(bc2) + eps)
+        //   = m / ((sqrt(v) + eps·sqrt(bc2)) / (lr·sqrt(bc2)/bc1)).
+        let t = self.steps as f64;
+        let bc1 = 1.0 - BETA1.powf(t);
+        let bc2_sqrt = (1.0 - BETA2.powf(t)).sqrt();
+        let eps = EPS * bc2_sqrt;
+        let neg_step_size = -lr * bc2_sqrt / bc1;
+        tch::no_grad(|| {
+            for i in 0..self.params.len() {
+                let p = &mut self.params[i];
+                let mut g = p.f_grad()?;
+                if !g.defined() {
+                    continue;
+                }
+                // The gradient is scratch space: it is zeroed before the
+                // next backward pass.
+                if wd != 0.0 && self.kind != OptimizerKind::AdamW {
+                    let _ = g.f_addcmul_(p, &self.weight_decay_t)?;
+                }
+                match self.kind {
+                    OptimizerKind::Sgd => {
+                        let direction = match self.first.get_mut(i) {
+                            Some(buf) => {
+                                let _ = buf.f_mul_scalar_(self.momentum)?;
+                                let _ = buf.f_add_(&g)?;
+                                buf.shallow_clone()
+                            }
+                            None => g,
+                        };
+                        let _ = p.f_addcmul_(&direction, &self.neg_lr_t)?;
+                    }
+                    OptimizerKind::Adam | OptimizerKind::AdamW => {
+                        if self.kind == OptimizerKind::AdamW && wd != 0.0 {
+                            let _ = p.f_mul_scalar_(1.0 - lr * wd)?;
+                        }
+                        let (m, v) = (&mut self.first[i], &mut self.second[i]);
+                        let _ = m.f_lerp_(&g, 1.0 - BETA1)?;
+                        let _ = v.f_lerp_(&g.f_mul(&g)?, 1.0 - BETA2)?;
+                        let mut denom = v.f_sqrt()?;
+                        let _ = denom.f_add_scalar_(eps)?;
+                        let _ = denom.f_div_scalar_(neg_step_size)?;
+                        let _ = p.f_addcdiv_(m, &denom)?;
+                    }
+                }
+            }
+            Ok(())
+        })
+    }
+
+    /// The tensors a checkpoint holds, named by kind and position.
+    fn named_tensors(&self) -> Vec<(String, &Tensor)> {
+        [("p", &self.params), ("f", &self.first), ("s", &self.second)]
+            .into_iter()
+            .flat_map(|(prefix, tensors)| {
+                tensors
+                    .iter()
+                    .enumerate()
+                    .map(move |(i, t)| (format!("{prefix}{i}"), t))
+            })
+            .collect()
+    }
+}
+
+/// A checkpoint starts with this (8 bytes), then the format version.
+const MAGIC: &[u8; 8] = b"hpo-mlp\0";
+const FORMAT_VERSION: u32 = 1;
+/// Magic, version, step, fingerprint, optimizer steps, payload length and
+/// its CRC-32.
+const HEADER_LEN: usize = 8 + 4 + 4 + 8 + 8 + 8 + 4;
+
+/// Identifies what a checkpoint may be resumed by: every setting that shapes
+/// the tensors or the training path. FNV-1a over a canonical text, so that
+/// it is the same on every worker and build.
+fn fingerprint(config: &MlpConfig, a: &Assignment) -> u64 {
+    let text = format!(
+        "{config:?}|{}|{}|{}",
+        a.trainer.dataset,
+        a.resource.as_str(),
+        a.max_resource
+    );
+    text.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+/// The checkpoint after `step`: a header, then the weights and optimizer
+/// buffers in libtorch's serialization format. The random state is the step
+/// itself (see [`epoch_rng`]).
+fn save(opt: &Optimizer, step: u32, fingerprint: u64) -> Result<Vec<u8>, TrainError> {
+    let mut payload = Vec::new();
+    Tensor::save_multi_to_stream(&opt.named_tensors(), &mut payload)?;
+    let mut crc = flate2::Crc::new();
+    crc.update(&payload);
+    let mut bytes = Vec::with_capacity(HEADER_LEN + payload.len());
+    bytes.extend_from_slice(MAGIC);
+    bytes.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    bytes.extend_from_slice(&step.to_le_bytes());
+    bytes.extend_from_slice(&fingerprint.to_le_bytes());
+    bytes.extend_from_slice(&opt.steps.to_le_bytes());
+    bytes.extend_from_slice(&(payload.len() as u64).to_le_bytes());
+    bytes.extend_from_slice(&crc.sum().to_le_bytes());
+    bytes.extend_from_slice(&payload);
+    Ok(bytes)
+}
+
+/// Restores the state `save` wrote into `opt`, after checking that the
+/// bytes are whole, of this format, of this configuration and of `step`.
+fn restore(
+    bytes: &[u8],
+    opt: &mut Optimizer,
+    step: u32,
+    fingerprint: u64,
+    device: tch::Device,
+) -> Result<(), TrainError> {
+    let bad =
+        |why: String| TrainError::Invalid(format!("cannot resume from the checkpoint: {why}"));
+    if bytes.len() < HEADER_LEN || !bytes.starts_with(MAGIC) {
+        return Err(bad(format!(
+            "not a checkpoint of the mlp trainer ({} bytes)",
+            bytes.len()
+        )));
+    }
+    let mut at = MAGIC.len();
+    let mut take = |n: usize| {
+        let field = &bytes[at..at + n];
+        at += n;
+        field
+    };
+    let u32_at = |b: &[u8]| b.iter().rev().fold(0u32, |v, &x| (v << 8) | u32::from(x));
+    let u64_at = |b: &[u8]| b.iter().rev().fold(0u64, |v, &x| (v << 8) | u64::from(x));
+    let version = u32_at(take(4));
+    let saved_step = u32_at(take(4));
+    let saved_fingerprint = u64_at(take(8));
+    let opt_steps = u64_at(take(8));
+    let len = u64_at(take(8));
+    let crc = u32_at(take(4));
+    if version != FORMAT_VERSION {
+        return Err(bad(format!(
+            "format version {version}, this worker reads version {FORMAT_VERSION}"
+        )));
+    }
+    if saved_fingerprint != fingerprint {
+        return Err(bad(
+            "it was saved by a trial of another configuration (parameters, data set, seed or schedule differ)"
+                .to_string(),
+        ));
+    }
+    if saved_step != step {
+        return Err(bad(format!(
+            "it is of step {saved_step}, the trial resumes after step {step}"
+        )));
+    }
+    let payload = &bytes[HEADER_LEN..];
+    let mut check = flate2::Crc::new();
+    check.update(payload);
+    if payload.len() as u64 != len || check.sum() != crc {
+        return Err(bad(format!(
+            "it is truncated or corrupt ({} bytes of tensors, {len} expected)",
+            payload.len()
+        )));
+    }
+    let loaded: HashMap<String, Tensor> =
+        Tensor::load_multi_from_stream_with_device(Cursor::new(payload), device)
+            .map_err(|e| bad(format!("libtorch cannot read its tensors: {e}")))?
+            .into_iter()
+            .collect();
+    let mut targets = opt.named_tensors();
+    if loaded.len() != targets.len() {
+        return Err(bad(format!(
+            "it holds {} tensors, this trial has {}",
+            loaded.len(),
+            targets.len()
+        )));
+    }
+    tch::no_grad(|| {
+        for (name, target) in &mut targets {
+            let source = loaded
+                .get(name.as_str())
+                .ok_or_else(|| bad(format!("tensor {name} is missing")))?;
+            if source.size() != target.size() || source.kind() != target.kind() {
+                return Err(bad(format!(
+                    "tensor {name} is {:?} {:?}, the trial's is {:?} {:?}",
+                    source.kind(),
+                    source.size(),
+                    target.kind(),
+                    target.size()
+                )));
+            }
+            // A shallow clone shares the variable's storage: copying into it
+            // restores the variable itself, on its device.
+            target.shallow_clone().f_copy_(source)?;
+        }
+        Ok::<_, TrainError>(())
+    })?;
+    opt.steps = opt_steps;
+    Ok(())
+}
+
+/// The seeds of a trial's independent random streams, all drawn from its
+/// seed, so that e.g. adding dropout changes neither the initial weights nor
+/// the shuffles of an otherwise identical trial.
+struct Seeds {
+    init: u64,
+    shuffle: u64,
+    dropout: u64,
+    /// The fixed order of the training set that data-fraction budgets take
+    /// their prefixes of.
+    subset: u64,
+}
+
+impl Seeds {
+    fn new(seed: u64) -> Self {
+        let mut rng = StdRng::seed_from_u64(seed);
+        Seeds {
+            init: rng.r#gen(),
+            shuffle: rng.r#gen(),
+            dropout: rng.r#gen(),
+            subset: rng.r#gen(),
+        }
+    }
+}
+
+/// SplitMix64's finaliser: a bijection of u64 that scatters nearby inputs.
+fn splitmix64(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// A generator for `stream` at `epoch`: each epoch's shuffle and dropout
+/// masks are a function of the trial's seed and the epoch alone, so the
+/// random state to checkpoint is just the epoch, and a trial resumed at
+/// epoch k draws exactly what an uninterrupted one would.
+fn epoch_rng(stream: u64, epoch: u64) -> StdRng {
+    StdRng::seed_from_u64(splitmix64(stream ^ splitmix64(epoch)))
+}
+
 /// Draws inverted-dropout masks from a per-trial generator: each unit is
 /// kept with probability 1-p and scaled by 1/(1-p), as `Tensor::dropout`
 /// does, but without libtorch's global generator. Buffers are reused across
-/// batches.
+/// batches; the generator is replaced at each epoch ([`epoch_rng`]).
 struct DropoutMasks {
     rng: StdRng,
     /// Units are dropped when a uniform u16 is below this.
@@ -341,13 +684,13 @@ struct DropoutMasks {
 }
 
 impl DropoutMasks {
-    fn new(rng: StdRng, p: f64) -> Self {
+    fn new(p: f64) -> Self {
         let threshold = (p * 65_536.0).round().min(65_535.0) as u16;
         // Scale by the probability actually used, so the mask's expectation
         // is exactly 1 despite rounding p to 1/65536.
         let scale = (65_536.0 / (65_536.0 - f64::from(threshold))) as f32;
         DropoutMasks {
-            rng,
+            rng: StdRng::seed_from_u64(0),
             threshold,
             scale,
             bits: Vec::new(),
@@ -378,12 +721,102 @@ impl DropoutMasks {
     }
 }
 
+/// The first `round(n × budget / max)` examples (at least a batch, at most
+/// all) of a fixed permutation of the `n` training examples: a larger budget
+/// trains on a superset of a smaller one's examples.
+fn fraction_rows(seed: u64, n: i64, budget: u32, max: u32, batch: i64) -> Vec<i64> {
+    let mut rows: Vec<i64> = (0..n).collect();
+    rows.shuffle(&mut StdRng::seed_from_u64(seed));
+    let share = (n as f64 * f64::from(budget) / f64::from(max.max(1))).round() as i64;
+    rows.truncate(share.max(batch.min(n)).min(n) as usize);
+    rows
+}
+
+/// Checks the segment's bounds before any work: a resume must come with
+/// its bytes and stay within the budget, which stays within the maximum.
+fn check_segment(job: &TrialJob) -> Result<(), TrainError> {
+    let a = &job.assignment;
+    let (start, budget, max) = (job.start_step(), a.budget, a.max_resource);
+    if max == 0 || budget > max || start > budget {
+        return Err(TrainError::Invalid(format!(
+            "a segment from step {start} to budget {budget} of max_resource {max} is out of order"
+        )));
+    }
+    if start > 0 && job.resume.is_none() {
+        return Err(TrainError::Invalid(format!(
+            "resuming after step {start} needs the checkpoint's bytes"
+        )));
+    }
+    Ok(())
+}
+
+/// Everything one epoch of training needs.
+struct Training<'a> {
+    config: &'a MlpConfig,
+    model: &'a Mlp,
+    opt: Optimizer,
+    masks: Option<DropoutMasks>,
+    seeds: Seeds,
+    train_x: Tensor,
+    train_y: Tensor,
+    device: tch::Device,
+}
+
+impl Training<'_> {
+    /// One pass over `rows` (indices into the training tensors) in the
+    /// order of `key`'s shuffle; the mean training loss, or None if a stop
+    /// was requested between batches.
+    fn epoch(
+        &mut self,
+        rows: &[i64],
+        key: u64,
+        reporter: &dyn Reporter,
+    ) -> Result<Option<f64>, TrainError> {
+        let mut order = rows.to_vec();
+        order.shuffle(&mut epoch_rng(self.seeds.shuffle, key));
+        if let Some(masks) = self.masks.as_mut() {
+            masks.rng = epoch_rng(self.seeds.dropout, key);
+        }
+        let n = order.len() as i64;
+        let perm = Tensor::f_from_slice(&order)?.f_to_device(self.device)?;
+        // Summed on the device and read once per epoch: reading each batch's
+        // loss would synchronise with a GPU at every step.
+        let mut loss_sum = Tensor::f_zeros([], (Kind::Double, self.device))?;
+        let mut start = 0;
+        while start < n {
+            if reporter.stop_requested() {
+                return Ok(None);
+            }
+            let rows = self.config.batch_size.min(n - start);
+            let idx = perm.f_narrow(0, start, rows)?;
+            let xs = self.train_x.f_index_select(0, &idx)?;
+            let ys = self.train_y.f_index_select(0, &idx)?;
+            let mask = match self.masks.as_mut() {
+                Some(m) => {
+                    Some(m.draw(self.config.layers, rows, self.config.hidden, self.device)?)
+                }
+                None => None,
+            };
+            let logits = self.model.forward(&xs, mask.as_ref())?;
+            let loss =
+                logits.f_cross_entropy_loss::<Tensor>(&ys, None, Reduction::Mean, -100, 0.0)?;
+            self.opt.zero_grad()?;
+            loss.f_backward()?;
+            self.opt.step()?;
+            let _ = loss_sum.f_add_(&loss.detach().f_mul_scalar(rows as f64)?)?;
+            start += rows;
+        }
+        Ok(Some(loss_sum.f_double_value(&[])? / n.max(1) as f64))
+    }
+}
+
 fn run(
     config: &MlpConfig,
     data: &Dataset,
     job: &TrialJob,
     reporter: &mut dyn Reporter,
 ) -> Result<TrainEnd, TrainError> {
+    let a = &job.assignment;
     let device = job.device.to_tch();
     // One copy of the data per trial, moved to the device once.
     let limit = (config.train_subset > 0).then_some(config.train_subset);
@@ -392,79 +825,104 @@ fn run(
     let n_train = train_y.size()[0];
     let n_val = val_y.size()[0];
 
-    // Separate streams, so e.g. adding dropout does not change the initial
-    // weights or the shuffle of an otherwise identical trial.
-    let mut seeds = StdRng::seed_from_u64(config.seed);
-    let mut init_rng = StdRng::seed_from_u64(seeds.r#gen());
-    let mut shuffle_rng = StdRng::seed_from_u64(seeds.r#gen());
-    let mut masks = (config.dropout > 0.0)
-        .then(|| DropoutMasks::new(StdRng::seed_from_u64(seeds.r#gen()), config.dropout));
-
-    let vs = nn::VarStore::new(device);
-    let model = Mlp::new(&vs, &mut init_rng, data.features, data.classes, config)?;
-    let mut opt = match config.optimizer {
-        OptimizerKind::Adam => nn::Adam {
-            wd: config.weight_decay,
-            ..Default::default()
-        }
-        .build(&vs, config.lr)?,
-        OptimizerKind::AdamW => nn::AdamW {
-            wd: config.weight_decay,
-            ..Default::default()
-        }
-        .build(&vs, config.lr)?,
-        OptimizerKind::Sgd => nn::Sgd {
-            momentum: config.momentum,
-            wd: config.weight_decay,
-            ..Default::default()
-        }
-        .build(&vs, config.lr)?,
+    let seeds = Seeds::new(config.seed);
+    let model = Mlp::new(
+        &mut StdRng::seed_from_u64(seeds.init),
+        data.features,
+        data.classes,
+        config,
+        device,
+    )?;
+    let mut opt = Optimizer::new(config, model.parameters())?;
+    let fingerprint = fingerprint(config, a);
+    let start = job.start_step();
+    if let Some(bytes) = &job.resume {
+        restore(bytes, &mut opt, start, fingerprint, device)?;
+    }
+    let mut training = Training {
+        config,
+        model: &model,
+        opt,
+        masks: (config.dropout > 0.0).then(|| DropoutMasks::new(config.dropout)),
+        seeds,
+        train_x,
+        train_y,
+        device,
     };
-
-    let mut order: Vec<i64> = (0..n_train).collect();
-    for epoch in 1..=config.epochs {
-        order.shuffle(&mut shuffle_rng);
-        let perm = Tensor::f_from_slice(&order)?.f_to_device(device)?;
-        // Summed on the device and read once per epoch: reading each batch's
-        // loss would synchronise with a GPU at every step.
-        let mut loss_sum = Tensor::f_zeros([], (Kind::Double, device))?;
-        let mut start = 0;
-        while start < n_train {
-            if reporter.stop_requested() {
-                return Ok(TrainEnd::Stopped);
-            }
-            let rows = config.batch_size.min(n_train - start);
-            let idx = perm.f_narrow(0, start, rows)?;
-            let xs = train_x.f_index_select(0, &idx)?;
-            let ys = train_y.f_index_select(0, &idx)?;
-            let mask = match masks.as_mut() {
-                Some(m) => Some(m.draw(config.layers, rows, config.hidden, device)?),
-                None => None,
-            };
-            let logits = model.forward(&xs, mask.as_ref())?;
-            let loss =
-                logits.f_cross_entropy_loss::<Tensor>(&ys, None, Reduction::Mean, -100, 0.0)?;
-            opt.zero_grad();
-            loss.f_backward()?;
-            opt.step();
-            let _ = loss_sum.f_add_(&loss.detach().f_mul_scalar(rows as f64)?)?;
-            start += rows;
-        }
-        if reporter.stop_requested() {
-            return Ok(TrainEnd::Stopped);
-        }
-        let train_loss = loss_sum.f_double_value(&[])? / n_train as f64;
+    let metrics = |train_loss: f64| {
         let (val_loss, val_accuracy) = evaluate(&model, &val_x, &val_y, n_val)?;
-        let values = MetricValues::from([
+        Ok::<_, TrainError>(MetricValues::from([
             ("train_loss".to_string(), train_loss),
             ("val_loss".to_string(), val_loss),
             ("val_accuracy".to_string(), val_accuracy),
-        ]);
-        if reporter.report(epoch, values) == Decision::Stop {
-            return Ok(TrainEnd::Stopped);
+        ]))
+    };
+
+    let budget = a.budget;
+    match a.resource {
+        Resource::Epochs => {
+            let rows: Vec<i64> = (0..n_train).collect();
+            for epoch in start + 1..=budget {
+                let Some(train_loss) = training.epoch(&rows, u64::from(epoch), reporter)? else {
+                    return Ok(TrainEnd::Stopped);
+                };
+                if reporter.stop_requested() {
+                    return Ok(TrainEnd::Stopped);
+                }
+                match reporter.report(epoch, metrics(train_loss)?) {
+                    Decision::Continue => {}
+                    Decision::Stop => return Ok(TrainEnd::Stopped),
+                    Decision::Pause => {
+                        return Ok(TrainEnd::Paused {
+                            step: epoch,
+                            checkpoint: save(&training.opt, epoch, fingerprint)?,
+                        });
+                    }
+                }
+            }
         }
+        Resource::DataFraction if start < budget => {
+            let rows = fraction_rows(
+                training.seeds.subset,
+                n_train,
+                budget,
+                a.max_resource,
+                config.batch_size,
+            );
+            let mut train_loss = f64::NAN;
+            for epoch in 1..=config.epochs {
+                // Keys of (budget, epoch): each segment has its own shuffles.
+                let key = (u64::from(budget) << 32) | u64::from(epoch);
+                match training.epoch(&rows, key, reporter)? {
+                    Some(loss) => train_loss = loss,
+                    None => return Ok(TrainEnd::Stopped),
+                }
+            }
+            if reporter.stop_requested() {
+                return Ok(TrainEnd::Stopped);
+            }
+            match reporter.report(budget, metrics(train_loss)?) {
+                Decision::Continue => {}
+                Decision::Stop => return Ok(TrainEnd::Stopped),
+                Decision::Pause => {
+                    return Ok(TrainEnd::Paused {
+                        step: budget,
+                        checkpoint: save(&training.opt, budget, fingerprint)?,
+                    });
+                }
+            }
+        }
+        // Resumed at its budget already: nothing to train in this segment.
+        Resource::DataFraction => {}
     }
-    Ok(TrainEnd::Finished)
+    if budget < a.max_resource {
+        Ok(TrainEnd::Paused {
+            step: budget,
+            checkpoint: save(&training.opt, budget, fingerprint)?,
+        })
+    } else {
+        Ok(TrainEnd::Finished)
+    }
 }
 
 /// Mean cross-entropy and accuracy on the validation set, in batches of
@@ -501,4 +959,83 @@ fn evaluate(model: &Mlp, xs: &Tensor, ys: &Tensor, n: i64) -> Result<(f64, f64),
             correct.f_int64_value(&[])? as f64 / n,
         ))
     })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use tch::nn::{self, OptimizerConfig};
+
+    fn config(optimizer: OptimizerKind, momentum: f64, weight_decay: f64) -> MlpConfig {
+        MlpConfig {
+            hidden: 8,
+            layers: 1,
+            activation: Activation::Relu,
+            dropout: 0.0,
+            optimizer,
+            lr: 0.05,
+            momentum,
+            weight_decay,
+            batch_size: 8,
+            train_subset: 0,
+            epochs: 1,
+            seed: 1,
+        }
+    }
+
+    /// Our optimizers follow tch's (libtorch's) update rules: a few steps
+    /// on the same least-squares problem end at the same weights, up to
+    /// float rounding (the formulas are rearranged).
+    #[test]
+    fn optimizers_match_tch() {
+        let cases = [
+            (OptimizerKind::Sgd, 0.9, 0.01),
+            (OptimizerKind::Sgd, 0.0, 0.0),
+            (OptimizerKind::Adam, 0.0, 0.01),
+            (OptimizerKind::Adam, 0.0, 0.0),
+            (OptimizerKind::AdamW, 0.0, 0.05),
+        ];
+        let init: Vec<f32> = (0..12).map(|i| (i as f32 - 5.5) / 4.0).collect();
+        let init = Tensor::from_slice(&init).view([3, 4]);
+        let x = Tensor::from_slice(&[0.5f32, -1.0, 2.0, 0.25]).view([4, 1]);
+        let y = Tensor::from_slice(&[1.0f32, -2.0, 0.5]).view([3, 1]);
+        let loss = |w: &Tensor| (w.matmul(&x) - &y).square().sum(Kind::Float);
+        for (kind, momentum, wd) in cases {
+            let config = config(kind, momentum, wd);
+            let vs = nn::VarStore::new(tch::Device::Cpu);
+            let theirs = vs.root().var_copy("w", &init);
+            let mut reference = match kind {
+                OptimizerKind::Sgd => nn::Sgd {
+                    momentum,
+                    wd,
+                    ..Default::default()
+                }
+                .build(&vs, config.lr),
+                OptimizerKind::Adam => nn::Adam {
+                    wd,
+                    ..Default::default()
+                }
+                .build(&vs, config.lr),
+                OptimizerKind::AdamW => nn::AdamW {
+                    wd,
+                    ..Default::default()
+                }
+                .build(&vs, config.lr),
+            }
+            .unwrap();
+            let ours = init.copy().set_requires_grad(true);
+            let mut opt = Optimizer::new(&config, vec![ours.shallow_clone()]).unwrap();
+            for _ in 0..5 {
+                reference.backward_step(&loss(&theirs));
+                opt.zero_grad().unwrap();
+                loss(&ours).backward();
+                opt.step().unwrap();
+            }
+            let diff = (&ours - &theirs).abs().max().double_value(&[]);
+            let moved = (&ours - &init).abs().max().double_value(&[]);
+            assert!(diff < 1e-5, "{kind:?} wd {wd}: differs by {diff}");
+            assert!(moved > 1e-2, "{kind:?}: the weights did not move");
+        }
+    }
 }

@@ -3,10 +3,14 @@
 //! coordinator–worker path in milliseconds and with known answers.
 
 use super::{Reporter, TrainEnd, TrainError, Trainer, TrialJob};
-use hpo_proto::{Decision, MetricValues, ParamValue};
+use hpo_proto::{Decision, MetricValues, ParamValue, Resource};
 use std::time::Duration;
 
 pub struct SimulatedTrainer;
+
+/// Checkpoints are this prefix and the step in decimal: the metrics are a
+/// function of the step, so the step is all the state there is.
+const CHECKPOINT_PREFIX: &str = "simulated step ";
 
 impl SimulatedTrainer {
     fn setting(job: &TrialJob, name: &str) -> Option<i64> {
@@ -16,11 +20,48 @@ impl SimulatedTrainer {
             _ => None,
         }
     }
+
+    /// Checks that `job.resume` is the checkpoint of the step it resumes
+    /// after, so a mix-up of checkpoints fails like it would for a real
+    /// trainer instead of passing silently.
+    fn check_resume(job: &TrialJob) -> Result<(), TrainError> {
+        let start = job.start_step();
+        match &job.resume {
+            None if start == 0 => Ok(()),
+            None => Err(TrainError::Invalid(format!(
+                "resuming after step {start} needs the checkpoint's bytes"
+            ))),
+            Some(bytes) => {
+                let saved = std::str::from_utf8(bytes)
+                    .ok()
+                    .and_then(|s| s.strip_prefix(CHECKPOINT_PREFIX))
+                    .and_then(|s| s.parse::<u32>().ok())
+                    .ok_or_else(|| {
+                        TrainError::Invalid(format!(
+                            "the checkpoint is not one of the simulated trainer ({} bytes)",
+                            bytes.len()
+                        ))
+                    })?;
+                if saved == start {
+                    Ok(())
+                } else {
+                    Err(TrainError::Invalid(format!(
+                        "the checkpoint is of step {saved}, the trial resumes after step {start}"
+                    )))
+                }
+            }
+        }
+    }
 }
 
-/// The loss of a configuration after `step` of `epochs` steps: the squared
-/// distance of the numeric parameters from 0.5, decaying with training. A
-/// study that minimises `loss` or maximises `score` should find values near 0.5.
+fn checkpoint(step: u32) -> Vec<u8> {
+    format!("{CHECKPOINT_PREFIX}{step}").into_bytes()
+}
+
+/// The loss of a configuration after `step` of `max_resource` steps: the
+/// squared distance of the numeric parameters from 0.5, decaying with
+/// training. A study that minimises `loss` or maximises `score` should find
+/// values near 0.5.
 pub fn simulated_loss(job: &TrialJob, step: u32) -> f64 {
     let a = &job.assignment;
     let dist: f64 = a
@@ -30,15 +71,29 @@ pub fn simulated_loss(job: &TrialJob, step: u32) -> f64 {
         .filter_map(|(_, v)| v.as_f64())
         .map(|x| (x - 0.5) * (x - 0.5))
         .sum();
-    let progress = step as f64 / a.trainer.epochs.max(1) as f64;
+    let progress = step as f64 / a.max_resource.max(1) as f64;
     dist + (1.0 - progress) * 0.1
 }
 
 impl Trainer for SimulatedTrainer {
     fn train(&self, job: &TrialJob, reporter: &mut dyn Reporter) -> Result<TrainEnd, TrainError> {
+        let a = &job.assignment;
+        if a.resource != Resource::Epochs {
+            return Err(TrainError::Invalid(format!(
+                "the simulated trainer counts steps only; resource `{}` is not supported",
+                a.resource.as_str()
+            )));
+        }
+        let (start, budget, max) = (job.start_step(), a.budget, a.max_resource);
+        if budget > max || start > budget {
+            return Err(TrainError::Invalid(format!(
+                "a segment from step {start} to budget {budget} of {max} is out of order"
+            )));
+        }
+        Self::check_resume(job)?;
         let step_ms = Self::setting(job, "step_ms").unwrap_or(0).max(0) as u64;
         let fail_at = Self::setting(job, "fail_at_step");
-        for step in 1..=job.assignment.trainer.epochs {
+        for step in start + 1..=budget {
             if reporter.stop_requested() {
                 return Ok(TrainEnd::Stopped);
             }
@@ -57,10 +112,24 @@ impl Trainer for SimulatedTrainer {
             ]
             .into_iter()
             .collect();
-            if reporter.report(step, values) == Decision::Stop {
-                return Ok(TrainEnd::Stopped);
+            match reporter.report(step, values) {
+                Decision::Continue => {}
+                Decision::Stop => return Ok(TrainEnd::Stopped),
+                Decision::Pause => {
+                    return Ok(TrainEnd::Paused {
+                        step,
+                        checkpoint: checkpoint(step),
+                    });
+                }
             }
         }
-        Ok(TrainEnd::Finished)
+        if budget < max {
+            Ok(TrainEnd::Paused {
+                step: budget,
+                checkpoint: checkpoint(budget),
+            })
+        } else {
+            Ok(TrainEnd::Finished)
+        }
     }
 }

@@ -1,4 +1,4 @@
-//! Integration tests of the worker's data sets and the `mlp` trainer.
+//! Integration tests of the worker's data sets and trainers.
 //!
 //! One test binary (`cargo test -p hpo-worker --test it`) so libtorch is
 //! linked once and the modules can share the helpers below.
@@ -7,9 +7,12 @@
 
 mod data;
 mod mlp;
+mod simulated;
+mod table;
 
 use hpo_proto::{
-    Assignment, Decision, MetricValues, ParamValue, Params, StudyId, TrainerConfig, TrialId,
+    Assignment, CheckpointRef, Decision, MetricValues, ParamValue, Params, Resource, StudyId,
+    TrainerConfig, TrialId,
 };
 use hpo_worker::device::Device;
 use hpo_worker::trainer::{Reporter, TrialJob};
@@ -25,6 +28,8 @@ pub struct TestReporter {
     pub reports: Vec<(u32, MetricValues, Instant)>,
     /// Answer `Stop` to the report of this step.
     pub stop_at: Option<u32>,
+    /// Answer `Pause` to the report of this step.
+    pub pause_at: Option<u32>,
     /// `stop_requested` is true from the start.
     pub stop_now: bool,
     /// `stop_requested` turns true once this many reports arrived.
@@ -43,6 +48,19 @@ impl TestReporter {
         self.reports.iter().map(|(_, v, _)| v.clone()).collect()
     }
 
+    /// The steps reported, in order.
+    pub fn steps(&self) -> Vec<u32> {
+        self.reports.iter().map(|(s, _, _)| *s).collect()
+    }
+
+    /// Each report's step and values, without the arrival times.
+    pub fn history(&self) -> Vec<(u32, MetricValues)> {
+        self.reports
+            .iter()
+            .map(|(s, v, _)| (*s, v.clone()))
+            .collect()
+    }
+
     pub fn last(&self, key: &str) -> f64 {
         let (_, values, _) = self.reports.last().expect("at least one report");
         values[key]
@@ -54,6 +72,8 @@ impl Reporter for TestReporter {
         self.reports.push((step, values, Instant::now()));
         if self.stop_at == Some(step) {
             Decision::Stop
+        } else if self.pause_at == Some(step) {
+            Decision::Pause
         } else {
             Decision::Continue
         }
@@ -103,9 +123,38 @@ pub fn job_with(
             },
             seed,
             metric: "val_accuracy".to_string(),
+            resource: Resource::Epochs,
+            budget: epochs,
+            max_resource: epochs,
+            resume: None,
         },
         device: Device::Cpu(0),
+        resume: None,
     }
+}
+
+/// `job` as the next segment of a paused trial: resumed from `checkpoint`
+/// (the bytes of `TrainEnd::Paused` at `step`) and trained up to `budget`.
+pub fn resumed(job: &TrialJob, step: u32, checkpoint: &[u8], budget: u32) -> TrialJob {
+    let mut next = job.clone();
+    next.assignment.attempt += 1;
+    next.assignment.budget = budget;
+    next.assignment.resume = Some(CheckpointRef {
+        trial: job.assignment.trial,
+        attempt: job.assignment.attempt,
+        step,
+        size: checkpoint.len() as u64,
+        crc32: 0,
+    });
+    next.resume = Some(checkpoint.to_vec());
+    next
+}
+
+/// `job` with a segment budget below its maximum.
+pub fn with_budget(job: &TrialJob, budget: u32) -> TrialJob {
+    let mut next = job.clone();
+    next.assignment.budget = budget;
+    next
 }
 
 /// The folder holding Fashion-MNIST's IDX files: under `$HPO_TEST_DATA`,

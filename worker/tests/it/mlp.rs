@@ -1,7 +1,8 @@
 //! The `mlp` trainer: learning, determinism, stopping and bad settings.
 
-use crate::{TestReporter, fashion_mnist_dir, job, job_with};
+use crate::{TestReporter, fashion_mnist_dir, job, job_with, resumed, with_budget};
 use hpo_proto::ParamValue::{Categorical, Float, Int};
+use hpo_proto::Resource;
 use hpo_worker::data::{DATA_SEED, DataCache};
 use hpo_worker::trainer::{MlpTrainer, TrainEnd, TrainError, Trainer};
 use std::sync::Arc;
@@ -408,4 +409,285 @@ fn trains_on_cuda_when_a_gpu_is_present() {
     let end = trainer().train(&job, &mut reporter).unwrap();
     assert_eq!(end, TrainEnd::Finished);
     assert!(reporter.last("val_accuracy") > 0.5);
+}
+
+// ---- segments: pause, resume, budgets, data fractions ----
+
+/// A small spirals trial with dropout, so the masks' streams are covered.
+fn segment_job(optimizer: &str, epochs: u32) -> hpo_worker::trainer::TrialJob {
+    job(
+        "synthetic:spirals",
+        epochs,
+        11,
+        &[
+            ("hidden", Int(32)),
+            ("layers", Int(2)),
+            ("dropout", Float(0.2)),
+            ("batch_size", Int(64)),
+            ("optimizer", cat(optimizer)),
+            ("weight_decay", Float(1e-3)),
+            ("lr", Float(0.01)),
+        ],
+    )
+}
+
+#[test]
+fn mlp_pause_then_resume_is_bit_identical_for_every_optimizer() {
+    let trainer = trainer();
+    for optimizer in ["adam", "adamw", "sgd"] {
+        let job = segment_job(optimizer, 5);
+        let mut whole = TestReporter::default();
+        assert_eq!(trainer.train(&job, &mut whole).unwrap(), TrainEnd::Finished);
+
+        let mut first = TestReporter {
+            pause_at: Some(2),
+            ..Default::default()
+        };
+        let TrainEnd::Paused { step, checkpoint } = trainer.train(&job, &mut first).unwrap() else {
+            panic!("{optimizer}: expected a pause at step 2");
+        };
+        assert_eq!(step, 2, "{optimizer}");
+        assert_eq!(first.history(), whole.history()[..2], "{optimizer}");
+
+        let mut rest = TestReporter::default();
+        let end = trainer
+            .train(&resumed(&job, 2, &checkpoint, 5), &mut rest)
+            .unwrap();
+        assert_eq!(end, TrainEnd::Finished, "{optimizer}");
+        assert_eq!(rest.steps(), [3, 4, 5], "{optimizer}");
+        // Exactly equal, not approximately: weights, optimizer state and
+        // the epochs' random streams are all restored.
+        assert_eq!(rest.history(), whole.history()[2..], "{optimizer}");
+    }
+}
+
+#[test]
+fn mlp_budget_below_the_maximum_ends_paused_and_resumes_across_rungs() {
+    let trainer = trainer();
+    let job = segment_job("sgd", 4);
+    let mut whole = TestReporter::default();
+    trainer.train(&job, &mut whole).unwrap();
+
+    let mut first = TestReporter::default();
+    let TrainEnd::Paused { step, checkpoint } =
+        trainer.train(&with_budget(&job, 1), &mut first).unwrap()
+    else {
+        panic!("expected a pause at the budget");
+    };
+    assert_eq!((step, first.steps()), (1, vec![1]));
+    let mut second = TestReporter::default();
+    let TrainEnd::Paused {
+        step,
+        checkpoint: checkpoint2,
+    } = trainer
+        .train(&resumed(&job, 1, &checkpoint, 3), &mut second)
+        .unwrap()
+    else {
+        panic!("expected a pause at the second budget");
+    };
+    assert_eq!((step, second.steps()), (3, vec![2, 3]));
+    let mut third = TestReporter::default();
+    let end = trainer
+        .train(&resumed(&job, 3, &checkpoint2, 4), &mut third)
+        .unwrap();
+    assert_eq!(end, TrainEnd::Finished);
+    let mut pieces = first.history();
+    pieces.extend(second.history());
+    pieces.extend(third.history());
+    assert_eq!(pieces, whole.history());
+}
+
+#[test]
+fn mlp_refuses_corrupt_or_foreign_checkpoints_with_a_clear_error() {
+    let trainer = trainer();
+    let job = segment_job("adam", 4);
+    let TrainEnd::Paused { checkpoint, .. } = trainer
+        .train(&with_budget(&job, 2), &mut TestReporter::default())
+        .unwrap()
+    else {
+        panic!("expected a pause");
+    };
+    let resume_with = |job: &hpo_worker::trainer::TrialJob, step, bytes: &[u8]| {
+        let mut reporter = TestReporter::default();
+        let result = trainer.train(&resumed(job, step, bytes, 4), &mut reporter);
+        assert!(reporter.reports.is_empty());
+        match result {
+            Err(TrainError::Invalid(msg)) => msg,
+            other => panic!("expected an invalid checkpoint, got {other:?}"),
+        }
+    };
+
+    let mut flipped = checkpoint.clone();
+    let last = flipped.len() - 1;
+    flipped[last] ^= 0xff;
+    let truncated = &checkpoint[..checkpoint.len() / 2];
+    let cases: [(&[u8], &str); 4] = [
+        (b"", "not a checkpoint of the mlp trainer"),
+        (
+            b"definitely not a checkpoint at all, but long enough",
+            "not a checkpoint",
+        ),
+        (&flipped, "truncated or corrupt"),
+        (truncated, "truncated or corrupt"),
+    ];
+    for (bytes, expected) in cases {
+        let msg = resume_with(&job, 2, bytes);
+        assert!(msg.contains(expected), "{msg}");
+    }
+    // The right bytes for the wrong step, or for another configuration.
+    let msg = resume_with(&job, 3, &checkpoint);
+    assert!(msg.contains("of step 2"), "{msg}");
+    let mut other = segment_job("adam", 4);
+    other
+        .assignment
+        .params
+        .insert("hidden".to_string(), Int(16));
+    let msg = resume_with(&other, 2, &checkpoint);
+    assert!(msg.contains("another configuration"), "{msg}");
+    // And a resume that lost its bytes.
+    let mut lost = resumed(&job, 2, &checkpoint, 4);
+    lost.resume = None;
+    let err = trainer
+        .train(&lost, &mut TestReporter::default())
+        .unwrap_err();
+    assert!(err.to_string().contains("needs the checkpoint"), "{err}");
+}
+
+/// A data-fraction trial of `epochs` epochs per segment, up to budget 4.
+fn fraction_job(epochs: u32) -> hpo_worker::trainer::TrialJob {
+    let mut job = job(
+        "synthetic:spirals",
+        epochs,
+        3,
+        &[
+            ("hidden", Int(16)),
+            ("batch_size", Int(10)),
+            ("train_subset", Int(400)),
+        ],
+    );
+    job.assignment.resource = Resource::DataFraction;
+    job.assignment.max_resource = 4;
+    job.assignment.budget = 4;
+    job
+}
+
+#[test]
+fn mlp_data_fraction_trains_on_a_share_and_reports_once_at_the_budget() {
+    let trainer = trainer();
+    let job = fraction_job(2);
+    // Budget 1 of 4: a quarter of the 400 capped examples, 100 in batches of
+    // 10. The reporter is polled once at the start, once per batch, and once
+    // before the report: 1 + 2 × 10 + 1.
+    let mut quarter = TestReporter::default();
+    let TrainEnd::Paused { step, checkpoint } =
+        trainer.train(&with_budget(&job, 1), &mut quarter).unwrap()
+    else {
+        panic!("expected a pause at budget 1");
+    };
+    assert_eq!((step, quarter.steps()), (1, vec![1]));
+    assert_eq!(quarter.polls(), 1 + 2 * 10 + 1);
+    let keys: Vec<String> = quarter.values()[0].keys().cloned().collect();
+    assert_eq!(keys, ["train_loss", "val_accuracy", "val_loss"]);
+
+    // Promoted to the full budget: all 400 examples, 40 batches an epoch.
+    let mut full = TestReporter::default();
+    let end = trainer
+        .train(&resumed(&job, 1, &checkpoint, 4), &mut full)
+        .unwrap();
+    assert_eq!((end, full.steps()), (TrainEnd::Finished, vec![4]));
+    assert_eq!(full.polls(), 1 + 2 * 40 + 1);
+
+    // The resumed segment continued from the checkpoint's weights: it
+    // differs from a fresh trial trained on everything at once.
+    let mut fresh = TestReporter::default();
+    trainer.train(&job, &mut fresh).unwrap();
+    assert_eq!(fresh.steps(), [4]);
+    assert_ne!(fresh.values(), full.values());
+
+    // And the segments are deterministic.
+    let mut again = TestReporter::default();
+    trainer.train(&with_budget(&job, 1), &mut again).unwrap();
+    assert_eq!(again.values(), quarter.values());
+}
+
+#[test]
+fn mlp_data_fraction_pause_decision_and_tiny_shares() {
+    let trainer = trainer();
+    let mut job = fraction_job(1);
+    job.assignment.max_resource = 1000;
+    job.assignment.budget = 1;
+    // 400 × 1/1000 rounds to 0 examples: at least one batch is trained.
+    let mut reporter = TestReporter::default();
+    let end = trainer.train(&job, &mut reporter).unwrap();
+    assert!(matches!(end, TrainEnd::Paused { step: 1, .. }), "{end:?}");
+    assert_eq!(reporter.polls(), 1 + 1 + 1);
+
+    // A pause decision at the full budget pauses rather than finishes.
+    let mut job = fraction_job(1);
+    job.assignment.budget = 4;
+    let mut reporter = TestReporter {
+        pause_at: Some(4),
+        ..Default::default()
+    };
+    let end = trainer.train(&job, &mut reporter).unwrap();
+    assert!(matches!(end, TrainEnd::Paused { step: 4, .. }), "{end:?}");
+}
+
+#[test]
+fn out_of_order_segments_are_invalid() {
+    let trainer = trainer();
+    let mut job = segment_job("adam", 4);
+    job.assignment.budget = 5;
+    let err = trainer
+        .train(&job, &mut TestReporter::default())
+        .unwrap_err();
+    assert!(matches!(err, TrainError::Invalid(_)), "{err}");
+    let job = resumed(&segment_job("adam", 4), 3, b"whatever", 2);
+    let err = trainer
+        .train(&job, &mut TestReporter::default())
+        .unwrap_err();
+    assert!(matches!(err, TrainError::Invalid(_)), "{err}");
+}
+
+/// Times an epoch of Fashion-MNIST per optimizer (the quickstart's model):
+/// `cargo test -p hpo-worker --release --test it -- --ignored --nocapture epoch_time`.
+#[test]
+#[ignore = "a measurement, not a check"]
+fn epoch_time_on_fashion_mnist() {
+    let Some(dir) = fashion_mnist_dir() else {
+        return;
+    };
+    let spec = format!("idx:{}", dir.display());
+    let trainer = trainer();
+    for optimizer in ["adam", "adamw", "sgd"] {
+        let job = job(
+            &spec,
+            3,
+            1,
+            &[
+                ("hidden", Int(256)),
+                ("optimizer", cat(optimizer)),
+                ("weight_decay", Float(1e-4)),
+                ("batch_size", Int(128)),
+            ],
+        );
+        let mut reporter = TestReporter::default();
+        let start = Instant::now();
+        trainer.train(&job, &mut reporter).unwrap();
+        let mut previous = start;
+        let times: Vec<String> = reporter
+            .reports
+            .iter()
+            .map(|(_, _, at)| {
+                let t = at.duration_since(previous);
+                previous = *at;
+                format!("{:.3}s", t.as_secs_f64())
+            })
+            .collect();
+        eprintln!(
+            "{optimizer}: epochs {} (first includes loading), val_accuracy {:.4}",
+            times.join(" "),
+            reporter.last("val_accuracy")
+        );
+    }
 }
