@@ -263,3 +263,121 @@ fn submit_wait_status_and_cancel_from_the_command_line() {
     assert!(count(&trials, "cancelled") >= 1);
     assert_eq!(count(&trials, "running"), 0);
 }
+
+/// Reports nothing anywhere: replays a trial uninterrupted in the test.
+struct Recorder(Vec<(u32, hpo_proto::MetricValues)>);
+
+impl hpo_worker::trainer::Reporter for Recorder {
+    fn report(&mut self, step: u32, values: hpo_proto::MetricValues) -> hpo_proto::Decision {
+        self.0.push((step, values));
+        hpo_proto::Decision::Continue
+    }
+    fn stop_requested(&self) -> bool {
+        false
+    }
+}
+
+#[test]
+fn asha_pauses_libtorch_trials_and_resumes_them_on_other_worker_processes() {
+    let env = Setup::start("30s");
+    let path = env.dir.path().join("asha.toml");
+    std::fs::write(
+        &path,
+        r#"
+name = "mlp-asha"
+seed = 4
+[objective]
+metric = "val_loss"
+direction = "minimize"
+[search]
+algorithm = "random"
+max_trials = 9
+max_parallel = 2
+[trainer]
+kind = "mlp"
+dataset = "synthetic:blobs"
+epochs = 9
+batch_size = 64
+hidden = 32
+[schedule]
+algorithm = "asha"
+min_resource = 1
+reduction_factor = 3
+[params]
+lr = { type = "float", low = 1e-3, high = 1e-1, log = true }
+optimizer = ["adam", "sgd"]
+"#,
+    )
+    .unwrap();
+    // Two worker processes of one slot each: a promoted trial usually
+    // resumes in the other process, which has only the checkpoint.
+    let _a = env.worker("wa", "cpu:1");
+    let _b = env.worker("wb", "cpu:1");
+    let out = run(&[
+        "submit",
+        path.to_str().unwrap(),
+        "--coordinator",
+        &env.url,
+        "--wait",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (info, trials) = rt.block_on(async {
+        let client = hpo_sdk::Client::connect(&env.url).await.unwrap();
+        let info = client.studies().await.unwrap().pop().unwrap();
+        let trials = client.trials(info.id, true).await.unwrap();
+        (info, trials)
+    });
+    assert_eq!(info.scheduler, "asha");
+    assert_eq!(info.counts.completed + info.counts.stopped, 9, "{info:?}");
+    let promoted: Vec<_> = trials.iter().filter(|t| t.attempt >= 2).collect();
+    assert!(!promoted.is_empty(), "some trial was promoted: {trials:?}");
+    for t in &trials {
+        // Every epoch is trained once: the steps over all attempts are 1..=last.
+        let steps: Vec<u32> = t.metrics.iter().map(|m| m.step).collect();
+        let last = t.last_step.unwrap();
+        assert_eq!(steps, (1..=last).collect::<Vec<_>>(), "trial {}", t.id);
+        let attempts: std::collections::BTreeSet<u32> =
+            t.metrics.iter().map(|m| m.attempt).collect();
+        assert_eq!(attempts.len() as u32, t.attempt, "one attempt per segment");
+    }
+    // A resumed trial's metrics are those of one uninterrupted run of the
+    // same configuration and seed.
+    let t = promoted.iter().max_by_key(|t| t.last_step).unwrap();
+    let last = t.last_step.unwrap();
+    let spec = hpo_proto::StudySpec::parse(&std::fs::read_to_string(&path).unwrap(), "a").unwrap();
+    let job = hpo_worker::trainer::TrialJob {
+        assignment: hpo_proto::Assignment {
+            trial: t.id,
+            attempt: 1,
+            study_name: spec.name.clone(),
+            params: t.params.clone(),
+            trainer: spec.trainer.clone(),
+            seed: hpo_coordinator::sampler::mix(4, u64::from(t.id.number) + 1),
+            metric: "val_loss".into(),
+            resource: hpo_proto::Resource::Epochs,
+            budget: 9,
+            max_resource: 9,
+            resume: None,
+        },
+        device: hpo_worker::device::Device::Cpu(0),
+        resume: None,
+    };
+    let trainers =
+        hpo_worker::trainer::Trainers::new(std::sync::Arc::new(hpo_worker::data::DataCache::new()));
+    let mut rec = Recorder(Vec::new());
+    trainers.get("mlp").unwrap().train(&job, &mut rec).unwrap();
+    for m in &t.metrics {
+        let (_, whole) = &rec.0[m.step as usize - 1];
+        for key in ["val_loss", "val_accuracy", "train_loss"] {
+            let (a, b) = (m.values[key], whole[key]);
+            assert!(
+                (a - b).abs() <= 1e-6 * b.abs().max(1.0),
+                "trial {} step {} {key}: resumed {a}, uninterrupted {b} (last step {last})",
+                t.id,
+                m.step
+            );
+        }
+    }
+}

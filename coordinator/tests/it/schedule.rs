@@ -285,3 +285,49 @@ async fn bad_schedules_are_refused_at_submit() {
     }
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_promoted_trial_whose_worker_dies_resumes_from_the_same_checkpoint_elsewhere() {
+    let server = Server::start(None, Duration::from_millis(300)).await;
+    let client = server.client().await;
+    let id = client
+        .submit(&asha_study(3, ""), "asha.toml")
+        .await
+        .unwrap();
+    let a = server.worker("a").await;
+    // Three trials reach rung 0 (budget 1) and pause; the best is promoted.
+    for _ in 0..3 {
+        let t = a.acquire("cpu:0").await.unwrap().unwrap();
+        run_segment(&a, &t).await;
+    }
+    let promoted = a.acquire("cpu:0").await.unwrap().unwrap();
+    let checkpoint = promoted.resume.clone().expect("a promotion resumes");
+    assert_eq!((checkpoint.step, promoted.budget), (1, 3));
+    // The worker reports one epoch of the new segment, then vanishes.
+    a.download_checkpoint(promoted.attempt, &checkpoint)
+        .await
+        .unwrap();
+    a.report(promoted.trial, promoted.attempt, 2, &loss(0.4))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    // Another worker gets the trial with the same checkpoint and budget.
+    let b = server.worker("b").await;
+    let again = b.acquire("cpu:0").await.unwrap().unwrap();
+    assert_eq!(again.trial, promoted.trial);
+    assert_eq!(again.attempt, promoted.attempt + 1);
+    assert_eq!(again.resume.as_ref(), Some(&checkpoint));
+    assert_eq!(again.budget, 3);
+    let steps = run_segment(&b, &again).await;
+    assert_eq!(steps, vec![2, 3], "it goes on from the checkpoint's step");
+    // The dead worker can no longer read the checkpoint.
+    let e = a
+        .download_checkpoint(promoted.attempt, &checkpoint)
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Some(tonic::Code::FailedPrecondition), "{e}");
+    // Nothing more can be promoted from three trials: the study is over.
+    let info = client.study(id).await.unwrap();
+    assert_eq!(info.state, StudyState::Completed, "{info:?}");
+    server.stop().await;
+}
