@@ -47,7 +47,16 @@ pub async fn watch(client: &Client, id: StudyId) -> Result<StudyInfo> {
         let done = info.counts.finished() as u64;
         bar.set_length(info.max_trials as u64);
         bar.set_position(done);
-        let msg = format!("running {}  {}", info.counts.running, best_text(&info));
+        let paused = if info.counts.paused > 0 {
+            format!(" paused {}", info.counts.paused)
+        } else {
+            String::new()
+        };
+        let msg = format!(
+            "running {}{paused}  {}",
+            info.counts.running,
+            best_text(&info)
+        );
         bar.set_message(msg.clone());
         if !tty {
             let line = format!("{done}/{} trials  {msg}", info.max_trials);
