@@ -598,13 +598,7 @@ impl StudyActor {
         reason: &str,
     ) -> Result<TrialState, EngineError> {
         let id = self.trial_id(number);
-        let value =
-            self.running
-                .get(&number)
-                .and_then(|l| match self.record.spec.objective.scope {
-                    Scope::Last => l.last,
-                    Scope::Best => l.best,
-                });
+        let value = self.lease_value(number);
         let t = self
             .storage
             .finish_trial(id, state, value, reason, now_ms())?;
@@ -613,6 +607,15 @@ impl StudyActor {
         self.drop_checkpoints(id);
         tracing::info!(study = %self.record.id, trial = number, state = %state, value = ?value, reason, "trial ended");
         Ok(state)
+    }
+
+    /// The trial's objective so far in its current lease, by the study's scope.
+    fn lease_value(&self, number: u32) -> Option<f64> {
+        let lease = self.running.get(&number)?;
+        match self.record.spec.objective.scope {
+            Scope::Last => lease.last,
+            Scope::Best => lease.best,
+        }
     }
 
     /// A trial that ended needs no checkpoint any more.
@@ -630,13 +633,7 @@ impl StudyActor {
             let reason = format!("paused at step {step} without uploading its checkpoint");
             return self.end_trial(number, TrialState::Failed, &reason);
         };
-        let value =
-            self.running
-                .get(&number)
-                .and_then(|l| match self.record.spec.objective.scope {
-                    Scope::Last => l.last,
-                    Scope::Best => l.best,
-                });
+        let value = self.lease_value(number);
         if let Some((state, reason)) = self.stopping.clone() {
             let s = stop_state(state == StudyState::Cancelled);
             return self.end_trial(number, s, &format!("study ended: {reason}"));

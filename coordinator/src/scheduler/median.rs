@@ -140,14 +140,7 @@ impl Scheduler for MedianStopping {
     }
 
     fn next(&mut self, _history: &History<'_>, can_start: bool) -> Next {
-        if can_start {
-            Next::New {
-                bracket: 0,
-                budget: self.max_resource,
-            }
-        } else {
-            Next::Done
-        }
+        super::none::full_budget(can_start, self.max_resource)
     }
 
     fn on_report(

@@ -26,17 +26,23 @@ impl Scheduler for NoSchedule {
     /// Done as soon as the study may not add trials: nothing is ever
     /// promoted, so no slot will be wanted again.
     fn next(&mut self, _history: &History<'_>, can_start: bool) -> Next {
-        if can_start {
-            Next::New {
-                bracket: 0,
-                budget: self.max_resource,
-            }
-        } else {
-            Next::Done
-        }
+        full_budget(can_start, self.max_resource)
     }
 
     fn on_report(&mut self, _: &History<'_>, _: u32, _: u32, _: f64) -> Decision {
         Decision::Continue
+    }
+}
+
+/// For schedulers that never pause: a new trial at the full budget while the
+/// study may add trials, else nothing more, ever.
+pub(crate) fn full_budget(can_start: bool, max_resource: u32) -> Next {
+    if can_start {
+        Next::New {
+            bracket: 0,
+            budget: max_resource,
+        }
+    } else {
+        Next::Done
     }
 }
