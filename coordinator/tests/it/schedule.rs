@@ -331,3 +331,47 @@ async fn a_promoted_trial_whose_worker_dies_resumes_from_the_same_checkpoint_els
     assert_eq!(info.state, StudyState::Completed, "{info:?}");
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_restarted_coordinator_keeps_paused_trials_and_their_checkpoints() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(Some(dir.path().to_path_buf()), Duration::from_secs(30)).await;
+    let client = server.client().await;
+    let id = client
+        .submit(&asha_study(9, ""), "asha.toml")
+        .await
+        .unwrap();
+    let w = server.worker("a").await;
+    // Three trials pause at rung 0.
+    for _ in 0..3 {
+        let a = w.acquire("cpu:0").await.unwrap().unwrap();
+        run_segment(&w, &a).await;
+    }
+    assert_eq!(client.study(id).await.unwrap().counts.paused, 3);
+    server.stop().await;
+
+    let server = Server::start(Some(dir.path().to_path_buf()), Duration::from_secs(30)).await;
+    let client = server.client().await;
+    let w = server.worker("b").await;
+    // The rebuilt scheduler promotes the best of the three, which resumes
+    // from the checkpoint stored before the restart.
+    let a = w.acquire("cpu:0").await.unwrap().unwrap();
+    assert_eq!(a.budget, 3, "{a:?}");
+    let c = a.resume.clone().unwrap();
+    assert_eq!(c.step, 1);
+    let steps = run_segment(&w, &a).await;
+    assert_eq!(steps, vec![2, 3]);
+    let mut turns = 0;
+    while client.study(id).await.unwrap().state == StudyState::Running {
+        if let Some(a) = w.acquire("cpu:0").await.unwrap() {
+            run_segment(&w, &a).await;
+        }
+        turns += 1;
+        assert!(turns < 100, "study does not end");
+    }
+    let info = client.study(id).await.unwrap();
+    assert_eq!(info.counts.paused, 0);
+    // 9 trials at rung 0, 3 at rung 1, 1 trained to the full 9 epochs.
+    assert_eq!(info.best.and_then(|b| b.last_step), Some(9));
+    server.stop().await;
+}
