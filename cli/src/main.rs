@@ -137,6 +137,19 @@ enum Command {
         #[arg(long, env = "HPO_COORDINATOR", default_value = DEFAULT_COORDINATOR)]
         coordinator: String,
     },
+    /// Download the final model of a study's best trial (kept when its study
+    /// file sets `[schedule] keep_best = true`), in its trainer's checkpoint
+    /// format (for mlp: a header, then libtorch tensors).
+    ///
+    /// Example: hpo model 3 --out best.ckpt
+    Model {
+        study: u64,
+        #[arg(long, env = "HPO_COORDINATOR", default_value = DEFAULT_COORDINATOR)]
+        coordinator: String,
+        /// Where to write it.
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Simulate a study of the `table` trainer on a cluster, in seconds: the
     /// real coordinator logic (sampler, scheduler, pause and resume) on a
     /// simulated clock, each step charged the time its table says.
@@ -189,6 +202,7 @@ fn main() -> ExitCode {
             | Command::Trials { .. }
             | Command::Best { .. }
             | Command::Cancel { .. }
+            | Command::Model { .. }
             | Command::Bench(..)
     );
     init_tracing(if quiet { "warn" } else { "info" });
@@ -353,6 +367,24 @@ async fn dispatch(command: Command) -> Result<ExitCode> {
                 info.id,
                 info.name,
                 describe_state(&info)
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Model {
+            study,
+            coordinator,
+            out,
+        } => {
+            let client = Client::connect(&coordinator).await?;
+            let (c, bytes) = client.best_model(StudyId(study)).await?;
+            std::fs::write(&out, &bytes)
+                .with_context(|| format!("cannot write {}", out.display()))?;
+            println!(
+                "wrote the final model of trial {} (the best of study {study}, after step {}) to {} ({} bytes)",
+                c.trial,
+                c.step,
+                out.display(),
+                bytes.len()
             );
             Ok(ExitCode::SUCCESS)
         }

@@ -269,6 +269,37 @@ impl CheckpointStore {
         }
     }
 
+    /// Deletes every checkpoint of a study but `keep` (its best trial's final
+    /// model, when the study keeps one).
+    pub fn delete_study_except(&self, study: StudyId, keep: Option<&CheckpointRef>) -> Result<()> {
+        let Some(keep) = keep else {
+            return self.delete_study(study);
+        };
+        match &self.dir {
+            None => {
+                self.lock().retain(|(t, a, s), _| {
+                    t.study != study || (*t, *a, *s) == (keep.trial, keep.attempt, keep.step)
+                });
+                Ok(())
+            }
+            Some(dir) => {
+                let kept = self.path(dir, keep.trial, keep.attempt, keep.step);
+                let folder = dir.join(study.0.to_string());
+                let entries = match std::fs::read_dir(&folder) {
+                    Ok(e) => e,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+                    Err(e) => return Err(io("cannot list", &folder, e)),
+                };
+                for entry in entries.flatten() {
+                    if entry.path() != kept {
+                        remove_file(&entry.path())?;
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+
     /// Deletes every checkpoint of a study (it ended).
     pub fn delete_study(&self, study: StudyId) -> Result<()> {
         match &self.dir {
@@ -372,6 +403,10 @@ mod tests {
         store.delete_trial(c2.trial).unwrap();
         assert_eq!(store.count(StudyId(1)), 0);
         store.put(&c2, b"later").unwrap();
+        store.put(&c, &data).unwrap();
+        store.delete_study_except(StudyId(1), Some(&c2)).unwrap();
+        assert_eq!(store.count(StudyId(1)), 1);
+        assert_eq!(store.get(&c2).unwrap(), b"later");
         store.delete_study(StudyId(1)).unwrap();
         assert_eq!(store.count(StudyId(1)), 0);
     }

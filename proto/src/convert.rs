@@ -243,6 +243,7 @@ impl From<&Assignment> for pb::TrialAssignment {
             budget: a.budget,
             max_resource: a.max_resource,
             resume: a.resume.as_ref().map(Into::into),
+            save_final: a.save_final,
         }
     }
 }
@@ -279,6 +280,7 @@ impl TryFrom<pb::TrialAssignment> for Assignment {
                 a.max_resource
             },
             resume: a.resume.map(CheckpointRef::try_from).transpose()?,
+            save_final: a.save_final,
         })
     }
 }
@@ -477,6 +479,7 @@ mod tests {
                 size: 10,
                 crc32: 77,
             }),
+            save_final: true,
         };
         assert_eq!(
             Assignment::try_from(pb::TrialAssignment::from(&a)).unwrap(),

@@ -211,6 +211,9 @@ pub struct Assignment {
     pub max_resource: u32,
     /// Where a promoted or requeued trial starts again: its checkpoint.
     pub resume: Option<CheckpointRef>,
+    /// Upload a checkpoint at `max_resource` before finishing (the study
+    /// keeps its best trial's final model).
+    pub save_final: bool,
 }
 
 /// What a trial's budget is measured in.

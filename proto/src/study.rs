@@ -114,6 +114,10 @@ pub struct ScheduleSpec {
     pub min_trials: u32,
     /// Hyperband: how many brackets (default: all, `s_max + 1`).
     pub brackets: Option<u32>,
+    /// Keep the final model of the best completed trial (every other
+    /// checkpoint goes when its trial ends); `hpo model` downloads it.
+    #[serde(default)]
+    pub keep_best: bool,
 }
 
 impl Default for ScheduleSpec {
@@ -127,6 +131,7 @@ impl Default for ScheduleSpec {
             grace_period: 1,
             min_trials: 3,
             brackets: None,
+            keep_best: false,
         }
     }
 }
@@ -685,6 +690,7 @@ impl Cx<'_> {
                 "grace_period",
                 "min_trials",
                 "brackets",
+                "keep_best",
             ],
         )?;
         let algorithm = match self.string(t, p, "algorithm")? {
@@ -790,7 +796,9 @@ impl Cx<'_> {
             }
             other => other,
         };
+        let keep_best = self.bool(t, p, "keep_best")?.unwrap_or(false);
         Ok(ScheduleSpec {
+            keep_best,
             algorithm,
             resource,
             min_resource,

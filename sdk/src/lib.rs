@@ -178,6 +178,51 @@ impl Client {
             .await?;
         Ok(StudyInfo::try_from(r.into_inner())?)
     }
+
+    /// The final model of the study's best trial (a study with
+    /// `[schedule] keep_best = true`), in its trainer's checkpoint format,
+    /// checked against its size and CRC-32.
+    pub async fn best_model(&self, id: StudyId) -> Result<(CheckpointRef, Vec<u8>)> {
+        let stream = self
+            .inner
+            .clone()
+            .download_best_model(pb::DownloadBestModelRequest { study_id: id.0 })
+            .await?
+            .into_inner();
+        receive(stream).await
+    }
+}
+
+/// Reads a checkpoint stream (a header, then data) and checks the data
+/// against the header's size and CRC-32.
+async fn receive(
+    mut stream: tonic::Streaming<pb::CheckpointChunk>,
+) -> Result<(CheckpointRef, Vec<u8>)> {
+    let mut header = None;
+    let mut bytes = Vec::new();
+    while let Some(chunk) = stream.message().await? {
+        match chunk.kind {
+            Some(pb::checkpoint_chunk::Kind::Header(h)) => {
+                let c = CheckpointRef::try_from(h)?;
+                bytes.reserve(c.size as usize);
+                header = Some(c);
+            }
+            Some(pb::checkpoint_chunk::Kind::Data(d)) => bytes.extend_from_slice(&d),
+            None => {}
+        }
+    }
+    let c =
+        header.ok_or_else(|| SdkError::Checkpoint("checkpoint stream without a header".into()))?;
+    if bytes.len() as u64 != c.size || crc32fast::hash(&bytes) != c.crc32 {
+        return Err(SdkError::Checkpoint(format!(
+            "checkpoint of trial {} step {} arrived damaged ({} bytes, expected {})",
+            c.trial,
+            c.step,
+            bytes.len(),
+            c.size
+        )));
+    }
+    Ok((c, bytes))
 }
 
 /// What the coordinator answers a registration.
@@ -348,7 +393,7 @@ impl WorkerClient {
         attempt: u32,
         checkpoint: &CheckpointRef,
     ) -> Result<Vec<u8>> {
-        let mut stream = self
+        let stream = self
             .inner
             .clone()
             .download_checkpoint(pb::DownloadCheckpointRequest {
@@ -358,19 +403,11 @@ impl WorkerClient {
             })
             .await?
             .into_inner();
-        let mut bytes = Vec::with_capacity(checkpoint.size as usize);
-        while let Some(chunk) = stream.message().await? {
-            if let Some(pb::checkpoint_chunk::Kind::Data(d)) = chunk.kind {
-                bytes.extend_from_slice(&d);
-            }
-        }
-        if bytes.len() as u64 != checkpoint.size || crc32fast::hash(&bytes) != checkpoint.crc32 {
+        let (got, bytes) = receive(stream).await?;
+        if &got != checkpoint {
             return Err(SdkError::Checkpoint(format!(
-                "checkpoint of trial {} step {} arrived damaged ({} bytes, expected {})",
-                checkpoint.trial,
-                checkpoint.step,
-                bytes.len(),
-                checkpoint.size
+                "asked for the checkpoint of trial {} step {}, got step {} of trial {}",
+                checkpoint.trial, checkpoint.step, got.step, got.trial
             )));
         }
         Ok(bytes)

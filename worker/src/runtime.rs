@@ -243,6 +243,7 @@ async fn run_trial(shared: &Arc<Shared>, device: Device, assignment: Assignment)
     lock(&shared.running).insert(trial, RunningTrial { stop: stop.clone() });
     tracing::info!(worker = %shared.client.id(), study = %trial.study, trial = trial.number, attempt, %device, params = ?assignment.params, "trial started");
 
+    let assignment_max = assignment.max_resource;
     // A promoted or requeued trial resumes from its checkpoint.
     let resume = match &assignment.resume {
         None => Ok(None),
@@ -256,6 +257,14 @@ async fn run_trial(shared: &Arc<Shared>, device: Device, assignment: Assignment)
     let outcome = match result {
         // A trial that ran to its end is kept, shutdown or not.
         Ok(TrainEnd::Finished) => Outcome::Completed,
+        Ok(TrainEnd::FinishedSaved { checkpoint }) => {
+            let step = assignment_max;
+            if let Err(reason) = upload(shared, trial, attempt, step, &checkpoint).await {
+                // The trial's result stands; only its model is lost.
+                tracing::warn!(study = %trial.study, trial = trial.number, %reason, "final model not uploaded");
+            }
+            Outcome::Completed
+        }
         // So is a paused one, once its checkpoint is stored.
         Ok(TrainEnd::Paused { step, checkpoint }) => {
             match upload(shared, trial, attempt, step, &checkpoint).await {

@@ -303,6 +303,7 @@ hidden = 32
 algorithm = "asha"
 min_resource = 1
 reduction_factor = 3
+keep_best = true
 [params]
 lr = { type = "float", low = 1e-3, high = 1e-1, log = true }
 optimizer = ["adam", "sgd"]
@@ -313,24 +314,44 @@ optimizer = ["adam", "sgd"]
     // resumes in the other process, which has only the checkpoint.
     let _a = env.worker("wa", "cpu:1");
     let _b = env.worker("wb", "cpu:1");
-    let out = run(&[
-        "submit",
-        path.to_str().unwrap(),
-        "--coordinator",
-        &env.url,
-        "--wait",
-    ]);
-    assert!(out.status.success(), "{}", text(&out.stderr));
-
+    let id = submit(&env.url, &path);
     let rt = tokio::runtime::Runtime::new().unwrap();
     let (info, trials) = rt.block_on(async {
         let client = hpo_sdk::Client::connect(&env.url).await.unwrap();
-        let info = client.studies().await.unwrap().pop().unwrap();
+        let id = hpo_proto::StudyId(id.parse().unwrap());
+        let start = Instant::now();
+        let info = loop {
+            let info = client.study(id).await.unwrap();
+            if info.state != hpo_proto::StudyState::Running {
+                break info;
+            }
+            assert!(start.elapsed() < Duration::from_secs(180), "{info:?}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
         let trials = client.trials(info.id, true).await.unwrap();
         (info, trials)
     });
     assert_eq!(info.scheduler, "asha");
     assert_eq!(info.counts.completed + info.counts.stopped, 9, "{info:?}");
+    // The best trial's final model is kept and can be downloaded.
+    let model = env.dir.path().join("best.ckpt");
+    let out = run(&[
+        "model",
+        &info.id.to_string(),
+        "--out",
+        model.to_str().unwrap(),
+        "--coordinator",
+        &env.url,
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let best = info.best.as_ref().unwrap();
+    assert!(
+        text(&out.stdout).contains(&format!("trial {}", best.id)),
+        "{}",
+        text(&out.stdout)
+    );
+    let bytes = std::fs::read(&model).unwrap();
+    assert!(bytes.starts_with(b"hpo-mlp\0"), "an mlp checkpoint");
     let promoted: Vec<_> = trials.iter().filter(|t| t.attempt >= 2).collect();
     assert!(!promoted.is_empty(), "some trial was promoted: {trials:?}");
     for t in &trials {
@@ -360,6 +381,7 @@ optimizer = ["adam", "sgd"]
             budget: 9,
             max_resource: 9,
             resume: None,
+            save_final: false,
         },
         device: hpo_worker::device::Device::Cpu(0),
         resume: None,

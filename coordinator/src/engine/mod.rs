@@ -544,6 +544,41 @@ impl Engine {
             .map_err(|e| EngineError::Internal(format!("checkpoint reader: {e}")))??)
     }
 
+    /// The final model of the study's best trial, kept by `keep_best`.
+    pub async fn best_model(&self, id: StudyId) -> Result<(CheckpointRef, Vec<u8>), EngineError> {
+        let record = self
+            .inner
+            .storage
+            .study(id)?
+            .ok_or_else(|| EngineError::NotFound(format!("study {id} not found")))?;
+        if !record.spec.schedule.keep_best {
+            return Err(EngineError::FailedPrecondition(format!(
+                "study {id} keeps no model (its study file has no `[schedule] keep_best = true`)"
+            )));
+        }
+        let info = self.study_info(id)?;
+        let best = info.best.ok_or_else(|| {
+            EngineError::NotFound(format!("study {id} has no completed trial yet"))
+        })?;
+        let store = self.inner.checkpoints.clone();
+        let max = record.spec.schedule.max_resource;
+        let found = store.find(best.id, best.attempt, max)?.ok_or_else(|| {
+            EngineError::NotFound(format!(
+                "the final model of trial {} (the best) was not uploaded",
+                best.id
+            ))
+        })?;
+        let c = found.clone();
+        let bytes = if store.is_memory() {
+            store.get(&c)?
+        } else {
+            tokio::task::spawn_blocking(move || store.get(&c))
+                .await
+                .map_err(|e| EngineError::Internal(format!("checkpoint reader: {e}")))??
+        };
+        Ok((found, bytes))
+    }
+
     /// Checkpoints stored for a study (tests, the dashboard).
     pub fn checkpoint_count(&self, study: StudyId) -> usize {
         self.inner.checkpoints.count(study)

@@ -15,8 +15,8 @@ use crate::scheduler::{self, History, Next, SchedTrial, Scheduler};
 use crate::storage::{Placement, Requeue, Storage, StudyRecord, TrialRecord};
 use hpo_proto::study::Scope;
 use hpo_proto::{
-    Assignment, Decision, MetricValues, Outcome, StudyId, StudyState, TrialId, TrialState,
-    WorkerId, now_ms,
+    Assignment, CheckpointRef, Decision, MetricValues, Outcome, StudyId, StudyState, TrialId,
+    TrialState, WorkerId, now_ms,
 };
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -50,6 +50,9 @@ pub(super) struct StudyActor {
     sched: Vec<SchedTrial>,
     /// Resource units trained so far: the highest step of each trial, summed.
     resource_used: u64,
+    /// With `keep_best`: the final model kept, of the best completed trial
+    /// so far, and its value.
+    best_model: Option<(CheckpointRef, f64)>,
     lease_ttl: Duration,
     running: BTreeMap<u32, Lease>,
     waiting: u32,
@@ -83,7 +86,19 @@ impl StudyActor {
         let mut history = Vec::with_capacity(trials.len());
         let mut sched = Vec::with_capacity(trials.len());
         let mut resource_used = 0u64;
+        let mut best_model: Option<(CheckpointRef, f64)> = None;
+        let direction = record.spec.objective.direction;
         for t in &trials {
+            if record.spec.schedule.keep_best
+                && t.state == TrialState::Completed
+                && let Some(v) = t.value
+                && best_model
+                    .as_ref()
+                    .is_none_or(|(_, b)| direction.better(v, *b))
+                && let Some(c) = checkpoints.find(t.id, t.attempt, max_resource)?
+            {
+                best_model = Some((c, v));
+            }
             // The scheduler's history: every attempt's objective per step, a
             // later attempt's report of a step replacing an earlier one.
             let mut values: BTreeMap<u32, f64> = BTreeMap::new();
@@ -142,6 +157,7 @@ impl StudyActor {
             scheduler,
             sched,
             resource_used,
+            best_model,
             lease_ttl,
             running,
             waiting,
@@ -350,6 +366,7 @@ impl StudyActor {
             budget,
             max_resource: spec.schedule.max_resource,
             resume: t.checkpoint,
+            save_final: spec.schedule.keep_best,
         }))
     }
 
@@ -604,9 +621,47 @@ impl StudyActor {
             .finish_trial(id, state, value, reason, now_ms())?;
         self.running.remove(&number);
         self.refresh(&t);
-        self.drop_checkpoints(id);
+        let kept = state == TrialState::Completed && self.keep_model(&t)?;
+        if !kept {
+            self.drop_checkpoints(id);
+        }
         tracing::info!(study = %self.record.id, trial = number, state = %state, value = ?value, reason, "trial ended");
         Ok(state)
+    }
+
+    /// With `keep_best`: keeps a completed trial's final model if it is the
+    /// best so far (deleting the one it displaces and the trial's older
+    /// checkpoints). False when there is nothing to keep.
+    fn keep_model(&mut self, t: &TrialRecord) -> Result<bool, EngineError> {
+        if !self.record.spec.schedule.keep_best {
+            return Ok(false);
+        }
+        let Some(v) = t.value else {
+            return Ok(false);
+        };
+        let max = self.record.spec.schedule.max_resource;
+        let Some(model) = self.checkpoints.find(t.id, t.attempt, max)? else {
+            return Ok(false);
+        };
+        let direction = self.record.spec.objective.direction;
+        if self
+            .best_model
+            .as_ref()
+            .is_some_and(|(_, b)| !direction.better(v, *b))
+        {
+            return Ok(false);
+        }
+        if let Some((old, _)) = self.best_model.take() {
+            self.drop_checkpoints(old.trial);
+        }
+        if let Some(previous) = &t.checkpoint
+            && let Err(e) = self.checkpoints.delete(previous)
+        {
+            tracing::warn!(study = %t.id.study, trial = t.id.number, error = %e, "cannot delete a checkpoint");
+        }
+        tracing::info!(study = %t.id.study, trial = t.id.number, value = v, "keeping the best trial's final model");
+        self.best_model = Some((model, v));
+        Ok(true)
     }
 
     /// The trial's objective so far in its current lease, by the study's scope.
@@ -850,7 +905,8 @@ impl StudyActor {
                 tracing::info!(study = %self.record.id, state = %state, reason, resource_used = self.resource_used, "study ended");
                 self.record = r;
                 self.ended = true;
-                if let Err(e) = self.checkpoints.delete_study(self.record.id) {
+                let keep = self.best_model.as_ref().map(|(c, _)| c);
+                if let Err(e) = self.checkpoints.delete_study_except(self.record.id, keep) {
                     tracing::warn!(study = %self.record.id, error = %e, "cannot delete checkpoints");
                 }
             }

@@ -45,6 +45,29 @@ pub fn status(e: EngineError) -> Status {
     }
 }
 
+/// Size of the data chunks of a checkpoint download.
+const CHUNK: usize = 1 << 20;
+
+pub type ChunkStream = std::pin::Pin<
+    Box<dyn tokio_stream::Stream<Item = Result<hpo_proto::pb::CheckpointChunk, Status>> + Send>,
+>;
+
+/// A checkpoint as a download stream: its header, then data chunks.
+pub fn chunks(c: &hpo_proto::CheckpointRef, bytes: &[u8]) -> ChunkStream {
+    use hpo_proto::pb::{CheckpointChunk, checkpoint_chunk::Kind};
+    let mut out = vec![Ok(CheckpointChunk {
+        kind: Some(Kind::Header(c.into())),
+        worker_id: String::new(),
+    })];
+    out.extend(bytes.chunks(CHUNK).map(|d| {
+        Ok(CheckpointChunk {
+            kind: Some(Kind::Data(d.to_vec())),
+            worker_id: String::new(),
+        })
+    }));
+    Box::pin(tokio_stream::iter(out))
+}
+
 pub fn bad_request(e: ConvertError) -> Status {
     Status::invalid_argument(e.to_string())
 }

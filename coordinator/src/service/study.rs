@@ -1,4 +1,4 @@
-use super::status;
+use super::{ChunkStream, chunks, status};
 use crate::engine::Engine;
 use hpo_proto::StudyId;
 use hpo_proto::pb::{self, study_service_server::StudyService as Api};
@@ -74,5 +74,16 @@ impl Api for StudyService {
             .await
             .map_err(status)?;
         Ok(Response::new((&info).into()))
+    }
+
+    type DownloadBestModelStream = ChunkStream;
+
+    async fn download_best_model(
+        &self,
+        req: Request<pb::DownloadBestModelRequest>,
+    ) -> Result<Response<Self::DownloadBestModelStream>, Status> {
+        let id = StudyId(req.into_inner().study_id);
+        let (c, bytes) = self.engine.best_model(id).await.map_err(status)?;
+        Ok(Response::new(chunks(&c, &bytes)))
     }
 }

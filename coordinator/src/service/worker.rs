@@ -1,14 +1,9 @@
-use super::{bad_request, status};
+use super::{ChunkStream, bad_request, chunks, status};
 use crate::engine::Engine;
 use hpo_proto::convert::{self, trial_ref, worker_id};
 use hpo_proto::pb::{self, worker_service_server::WorkerService as Api};
 use hpo_proto::{CheckpointRef, PROTOCOL_VERSION, TrialId};
-use std::pin::Pin;
-use tokio_stream::Stream;
 use tonic::{Request, Response, Status, Streaming};
-
-/// Size of the data chunks of a checkpoint download.
-const CHUNK: usize = 1 << 20;
 
 pub struct WorkerService {
     engine: Engine,
@@ -169,8 +164,7 @@ impl Api for WorkerService {
         Ok(Response::new((&stored).into()))
     }
 
-    type DownloadCheckpointStream =
-        Pin<Box<dyn Stream<Item = Result<pb::CheckpointChunk, Status>> + Send + 'static>>;
+    type DownloadCheckpointStream = ChunkStream;
 
     async fn download_checkpoint(
         &self,
@@ -190,16 +184,6 @@ impl Api for WorkerService {
             .get_checkpoint(&worker, req.attempt, &checkpoint)
             .await
             .map_err(status)?;
-        let mut chunks = vec![Ok(pb::CheckpointChunk {
-            kind: Some(pb::checkpoint_chunk::Kind::Header((&checkpoint).into())),
-            worker_id: String::new(),
-        })];
-        chunks.extend(bytes.chunks(CHUNK).map(|c| {
-            Ok(pb::CheckpointChunk {
-                kind: Some(pb::checkpoint_chunk::Kind::Data(c.to_vec())),
-                worker_id: String::new(),
-            })
-        }));
-        Ok(Response::new(Box::pin(tokio_stream::iter(chunks))))
+        Ok(Response::new(chunks(&checkpoint, &bytes)))
     }
 }

@@ -93,6 +93,11 @@ async fn run_segment(w: &WorkerClient, a: &Assignment) -> Vec<u32> {
         }
     }
     assert_eq!(a.budget, a.max_resource, "only the full budget completes");
+    if a.save_final {
+        w.upload_checkpoint(a.trial, a.attempt, a.budget, &checkpoint_bytes(a, a.budget))
+            .await
+            .unwrap();
+    }
     w.finish(a.trial, a.attempt, &Outcome::Completed)
         .await
         .unwrap();
@@ -373,5 +378,48 @@ async fn a_restarted_coordinator_keeps_paused_trials_and_their_checkpoints() {
     assert_eq!(info.counts.paused, 0);
     // 9 trials at rung 0, 3 at rung 1, 1 trained to the full 9 epochs.
     assert_eq!(info.best.and_then(|b| b.last_step), Some(9));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn keep_best_keeps_only_the_best_trials_final_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(Some(dir.path().to_path_buf()), Duration::from_secs(30)).await;
+    let client = server.client().await;
+    // Median stopping trains most trials to the end: several final models
+    // arrive, and only the best one may stay.
+    let toml = asha_study(8, "keep_best = true").replace(
+        "algorithm = \"asha\"",
+        "algorithm = \"median\"\nmin_trials = 100",
+    );
+    let id = client.submit(&toml, "keep.toml").await.unwrap();
+    let w = server.worker("a").await;
+    let e = client.best_model(id).await.unwrap_err();
+    assert_eq!(e.code(), Some(tonic::Code::NotFound), "{e}");
+    let mut finals = 0;
+    while let Some(a) = w.acquire("cpu:0").await.unwrap() {
+        assert!(a.save_final);
+        run_segment(&w, &a).await;
+        finals += 1;
+        // At most one final model is stored at any time.
+        let stored = std::fs::read_dir(dir.path().join("checkpoints").join(id.0.to_string()))
+            .map_or(0, |d| d.count());
+        assert!(stored <= 1, "{stored} checkpoints after {finals} trials");
+    }
+    let info = client.study(id).await.unwrap();
+    assert_eq!(info.state, StudyState::Completed);
+    assert_eq!(info.counts.completed, 8);
+    let best = info.best.unwrap();
+    let (c, bytes) = client.best_model(id).await.unwrap();
+    assert_eq!((c.trial, c.step), (best.id, 9));
+    let expect = format!("trial {} step 9", best.id.number)
+        .into_bytes()
+        .repeat(100);
+    assert_eq!(bytes, expect, "the best trial's own final model");
+    // A study without keep_best keeps none.
+    let other = client.submit(&asha_study(3, ""), "a.toml").await.unwrap();
+    let e = client.best_model(other).await.unwrap_err();
+    assert_eq!(e.code(), Some(tonic::Code::FailedPrecondition), "{e}");
+    assert!(e.to_string().contains("keep_best = true"), "{e}");
     server.stop().await;
 }

@@ -265,6 +265,13 @@ fn parses_a_hyperband_schedule() {
     );
     assert_eq!(s.schedule.brackets, Some(2));
     assert_eq!(s.schedule.grace_period, 1, "defaults to min_resource");
+    assert!(!s.schedule.keep_best);
+    let keep = StudySpec::parse(
+        &with_schedule("algorithm = \"asha\"\nkeep_best = true"),
+        "s.toml",
+    )
+    .unwrap();
+    assert!(keep.schedule.keep_best);
     for kind in SchedulerKind::ALL {
         let s = StudySpec::parse(
             &with_schedule(&format!("algorithm = \"{}\"", kind.as_str())),
@@ -321,7 +328,7 @@ fn bad_schedules_name_the_key() {
     );
     assert_eq!(
         err(&with_schedule("algorithm = \"asha\"\neta = 3")),
-        "study.toml: schedule.eta: unknown key (expected one of: algorithm, resource, min_resource, max_resource, reduction_factor, grace_period, min_trials, brackets)"
+        "study.toml: schedule.eta: unknown key (expected one of: algorithm, resource, min_resource, max_resource, reduction_factor, grace_period, min_trials, brackets, keep_best)"
     );
 }
 

@@ -920,6 +920,10 @@ fn run(
             step: budget,
             checkpoint: save(&training.opt, budget, fingerprint)?,
         })
+    } else if a.save_final {
+        Ok(TrainEnd::FinishedSaved {
+            checkpoint: save(&training.opt, budget, fingerprint)?,
+        })
     } else {
         Ok(TrainEnd::Finished)
     }

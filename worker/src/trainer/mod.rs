@@ -70,6 +70,9 @@ impl From<tch::TchError> for TrainError {
 pub enum TrainEnd {
     /// Trained to `max_resource`.
     Finished,
+    /// Trained to `max_resource`, with the final model the assignment asked
+    /// for (`save_final`), in the checkpoint format a resume would read.
+    FinishedSaved { checkpoint: Vec<u8> },
     /// A report was answered with stop, or a stop was requested.
     Stopped,
     /// A report was answered with pause, or the segment reached its budget

@@ -128,6 +128,10 @@ impl Trainer for SimulatedTrainer {
                 step: budget,
                 checkpoint: checkpoint(budget),
             })
+        } else if job.assignment.save_final {
+            Ok(TrainEnd::FinishedSaved {
+                checkpoint: checkpoint(budget),
+            })
         } else {
             Ok(TrainEnd::Finished)
         }

@@ -211,6 +211,10 @@ impl Trainer for TableTrainer {
                 step: budget,
                 checkpoint: encode(config, budget),
             })
+        } else if job.assignment.save_final {
+            Ok(TrainEnd::FinishedSaved {
+                checkpoint: encode(config, budget),
+            })
         } else {
             Ok(TrainEnd::Finished)
         }

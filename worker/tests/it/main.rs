@@ -127,6 +127,7 @@ pub fn job_with(
             budget: epochs,
             max_resource: epochs,
             resume: None,
+            save_final: false,
         },
         device: Device::Cpu(0),
         resume: None,

@@ -95,3 +95,22 @@ fn simulated_refuses_a_corrupt_or_mismatched_checkpoint() {
         .unwrap_err();
     assert!(err.to_string().contains("needs the checkpoint"), "{err}");
 }
+
+#[test]
+fn simulated_final_model_is_a_checkpoint_at_the_last_step() {
+    let mut job = simulated_job(3);
+    job.assignment.save_final = true;
+    let mut r = TestReporter::default();
+    let TrainEnd::FinishedSaved { checkpoint } = SimulatedTrainer.train(&job, &mut r).unwrap()
+    else {
+        panic!("expected the final model");
+    };
+    assert_eq!(r.steps(), [1, 2, 3]);
+    // It is a checkpoint like any other: resuming at the end trains nothing.
+    let mut again = TestReporter::default();
+    let end = SimulatedTrainer
+        .train(&resumed(&job, 3, &checkpoint, 3), &mut again)
+        .unwrap();
+    assert!(matches!(end, TrainEnd::FinishedSaved { .. }), "{end:?}");
+    assert!(again.steps().is_empty());
+}
