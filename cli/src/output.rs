@@ -256,7 +256,7 @@ pub fn print_status(s: &StudyInfo) {
     );
     if s.scheduler != "none" {
         println!(
-            "  scheduler  {}, {} resource units (epochs) trained",
+            "  scheduler  {}, {} resource units trained (epochs, or data-fraction levels)",
             s.scheduler, s.resource_used
         );
     }

@@ -69,7 +69,7 @@ fn an_unreachable_coordinator_gets_one_line_naming_the_url() {
 #[test]
 fn every_command_has_help_with_an_example() {
     for cmd in [
-        "run", "server", "worker", "submit", "status", "trials", "best", "cancel",
+        "run", "server", "worker", "submit", "status", "trials", "best", "cancel", "model", "bench",
     ] {
         let out = run(&[cmd, "--help"]);
         assert!(out.status.success(), "{cmd}");
@@ -137,4 +137,66 @@ fn hpo_run_fails_fast_when_its_worker_cannot_start() {
     let err = text(&out.stderr);
     assert!(err.contains("cuda:7 is not available"), "{err}");
     assert!(!dir.path().join("data").exists(), "nothing was stored");
+}
+
+#[test]
+fn hpo_run_with_asha_on_data_fractions_trains_the_best_on_all_the_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("fractions.toml");
+    std::fs::write(
+        &path,
+        r#"
+name = "fractions"
+seed = 2
+[objective]
+metric = "val_accuracy"
+direction = "maximize"
+[search]
+algorithm = "random"
+max_trials = 9
+max_parallel = 2
+[trainer]
+kind = "mlp"
+dataset = "synthetic:blobs"
+epochs = 2
+hidden = 32
+[schedule]
+algorithm = "asha"
+resource = "data_fraction"
+min_resource = 1
+max_resource = 9
+reduction_factor = 3
+[params]
+lr = { type = "float", low = 1e-3, high = 1e-1, log = true }
+"#,
+    )
+    .unwrap();
+    let data = dir.path().join("data");
+    let out = hpo()
+        .arg("run")
+        .arg(&path)
+        .arg("--data-dir")
+        .arg(&data)
+        .env("HPO_LOG", "warn")
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    // 9 trials on 1/9 of the data, the best third of them (as ASHA saw it
+    // when each asked) on 3/9, and the best of those on all of it.
+    assert!(
+        stdout.contains("9/9 done: 1 completed, 0 failed, 8 stopped"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("scheduler  asha, "), "{stdout}");
+    // The completed trial's last step is the full data set's level.
+    let row = stdout
+        .lines()
+        .find(|l| {
+            let mut cells = l.split_whitespace();
+            cells.next().is_some_and(|c| c.parse::<u32>().is_ok())
+                && cells.next() == Some("completed")
+        })
+        .unwrap_or_else(|| panic!("{stdout}"));
+    assert!(row.split_whitespace().nth(3) == Some("9"), "{row}");
 }
