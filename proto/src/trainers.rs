@@ -119,6 +119,15 @@ impl TrainerInfo {
 
 const ACTIVATIONS: &[&str] = &["relu", "tanh", "gelu", "sigmoid"];
 const OPTIMIZERS: &[&str] = &["adam", "adamw", "sgd"];
+/// The `function` trainer's test functions (`hpo_worker::functions::NAMES`).
+pub const FUNCTIONS: &[&str] = &[
+    "branin",
+    "hartmann3",
+    "hartmann6",
+    "rosenbrock4",
+    "ackley5",
+    "levy4",
+];
 
 pub static TRAINERS: &[TrainerInfo] = &[
     TrainerInfo {
@@ -220,6 +229,36 @@ pub static TRAINERS: &[TrainerInfo] = &[
                 min: 0.0,
                 max: 1e9,
                 help: "fail the trial at this step (tests)",
+            },
+        ],
+    },
+    TrainerInfo {
+        name: "function",
+        about: "no training: a standard test function of global optimisation at x1..xd (to minimise), for sampler benchmarks; reports value and regret (value minus the global minimum). Standard domains and minima: branin x1 in [-5, 10], x2 in [0, 15], min 0.397887; hartmann3 [0, 1]^3, min -3.86278; hartmann6 [0, 1]^6, min -3.32237; rosenbrock4 [-5, 10]^4, min 0; ackley5 [-32.768, 32.768]^5, min 0; levy4 [-10, 10]^4, min 0",
+        needs_dataset: false,
+        open_numeric: true,
+        resources: &[Resource::Epochs],
+        params: &[
+            KnownParam {
+                name: "function",
+                kind: KnownKind::Choice(FUNCTIONS),
+                min: 0.0,
+                max: 0.0,
+                help: "the test function (required); its parameters are x1..xd",
+            },
+            KnownParam {
+                name: "noise",
+                kind: KnownKind::Float,
+                min: 0.0,
+                max: 1e12,
+                help: "standard deviation of Gaussian noise on each value, seeded by the trial (default 0)",
+            },
+            KnownParam {
+                name: "offset",
+                kind: KnownKind::Float,
+                min: 0.0,
+                max: 1e12,
+                help: "value at step s of E is f(x) + (1 - s/E) * offset: a learning curve for multi-fidelity schedulers (default 0)",
             },
         ],
     },

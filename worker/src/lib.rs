@@ -3,6 +3,7 @@
 
 pub mod data;
 pub mod device;
+pub mod functions;
 pub mod runtime;
 pub mod table;
 pub mod trainer;

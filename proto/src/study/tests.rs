@@ -381,3 +381,64 @@ fn hyperband_levels() {
     assert_eq!(levels(1, 16, 2), 4);
     assert_eq!(levels(5, 4, 3), 0);
 }
+
+const BRANIN: &str = r#"
+name = "branin"
+seed = 3
+[objective]
+metric = "value"
+direction = "minimize"
+[search]
+algorithm = "random"
+max_trials = 50
+max_parallel = 4
+[trainer]
+kind = "function"
+function = "branin"
+epochs = 1
+[params]
+x1 = { type = "float", low = -5.0, high = 10.0 }
+x2 = { type = "float", low = 0.0, high = 15.0 }
+"#;
+
+#[test]
+fn function_trainer_study_parses() {
+    let s = StudySpec::parse(BRANIN, "branin.toml").unwrap();
+    assert_eq!(s.trainer.kind, "function");
+    assert_eq!(s.trainer.epochs, 1);
+    assert_eq!(
+        s.trainer.settings.get("function"),
+        Some(&ParamValue::Categorical("branin".to_string()))
+    );
+    assert_eq!(
+        s.params.get("x1"),
+        Some(&ParamSpec::Float {
+            low: -5.0,
+            high: 10.0,
+            log: false,
+            step: None
+        })
+    );
+    // The optional noise and offset settings.
+    let noisy = BRANIN.replace("epochs = 1\n", "epochs = 4\nnoise = 0.1\noffset = 2\n");
+    let s = StudySpec::parse(&noisy, "branin.toml").unwrap();
+    assert_eq!(
+        s.trainer.settings.get("noise"),
+        Some(&ParamValue::Float(0.1))
+    );
+    assert_eq!(s.trainer.settings.get("offset"), Some(&ParamValue::Int(2)));
+}
+
+#[test]
+fn function_trainer_refuses_an_unknown_function_naming_the_known_ones() {
+    assert_eq!(
+        err(&BRANIN.replace("\"branin\"\nepochs", "\"nope\"\nepochs")),
+        "study.toml: trainer.function: unknown value \"nope\" (expected one of: branin, hartmann3, hartmann6, rosenbrock4, ackley5, levy4)"
+    );
+    let negative = BRANIN.replace("epochs = 1\n", "epochs = 1\nnoise = -0.5\n");
+    assert!(
+        err(&negative).contains("trainer.noise"),
+        "{}",
+        err(&negative)
+    );
+}

@@ -4,10 +4,12 @@
 //! run on the async runtime; the worker gives each slot a dedicated thread and
 //! bridges reports to the coordinator through a `Reporter`.
 
+mod function;
 mod mlp;
 mod simulated;
 mod table;
 
+pub use function::{FunctionTrainer, FunctionTrial};
 pub use mlp::MlpTrainer;
 pub use simulated::SimulatedTrainer;
 pub use table::TableTrainer;
@@ -90,6 +92,7 @@ pub trait Trainer: Send + Sync {
 
 /// The built-in trainers by the name a study file's `trainer.kind` uses.
 pub struct Trainers {
+    function: FunctionTrainer,
     mlp: MlpTrainer,
     simulated: SimulatedTrainer,
     table: TableTrainer,
@@ -98,6 +101,7 @@ pub struct Trainers {
 impl Trainers {
     pub fn new(data: Arc<DataCache>) -> Self {
         Trainers {
+            function: FunctionTrainer,
             mlp: MlpTrainer::new(data),
             simulated: SimulatedTrainer,
             table: TableTrainer,
@@ -106,6 +110,7 @@ impl Trainers {
 
     pub fn get(&self, kind: &str) -> Option<&dyn Trainer> {
         match kind {
+            "function" => Some(&self.function),
             "mlp" => Some(&self.mlp),
             "simulated" => Some(&self.simulated),
             "table" => Some(&self.table),

@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod data;
+mod function;
 mod mlp;
 mod simulated;
 mod table;
