@@ -2,6 +2,7 @@
 //! worker and SDK crates: parse flags, call, print.
 
 mod bench;
+mod bench_samplers;
 mod output;
 mod progress;
 
@@ -160,6 +161,12 @@ enum Command {
     /// hpo bench examples/lcbench.toml --workers 64 --seeds 3
     /// --scheduler none,median,asha --dataset a.csv.gz --dataset b.csv.gz --markdown
     Bench(bench::BenchArgs),
+    /// Compare samplers on standard test functions (Branin, Hartmann, ...)
+    /// through an embedded coordinator and a real worker: regret after 25,
+    /// 50 and 100 evaluations, median and IQR over seeds.
+    ///
+    /// Example: hpo bench-samplers --functions branin --samplers random,gp --seeds 5
+    BenchSamplers(bench_samplers::BenchSamplersArgs),
 }
 
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
@@ -204,6 +211,7 @@ fn main() -> ExitCode {
             | Command::Cancel { .. }
             | Command::Model { .. }
             | Command::Bench(..)
+            | Command::BenchSamplers(..)
     );
     init_tracing(if quiet { "warn" } else { "info" });
     // The simulator runs its own paused-clock runtimes, outside any other.
@@ -276,6 +284,7 @@ async fn dispatch(command: Command) -> Result<ExitCode> {
             top,
         } => run_embedded(&study, &data_dir, devices, top).await,
         Command::Bench(_) => anyhow::bail!("hpo bench runs outside the main runtime"),
+        Command::BenchSamplers(args) => bench_samplers::run(args).await,
         Command::Server {
             listen,
             data_dir,

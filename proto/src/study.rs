@@ -156,6 +156,12 @@ pub enum Scope {
 pub enum Algorithm {
     Grid,
     Random,
+    /// Scrambled Sobol quasi-random points.
+    Sobol,
+    /// Tree-structured Parzen estimator (multivariate).
+    Tpe,
+    /// Gaussian-process Bayesian optimisation.
+    Gp,
 }
 
 impl Algorithm {
@@ -163,6 +169,9 @@ impl Algorithm {
         match self {
             Algorithm::Grid => "grid",
             Algorithm::Random => "random",
+            Algorithm::Sobol => "sobol",
+            Algorithm::Tpe => "tpe",
+            Algorithm::Gp => "gp",
         }
     }
 }
@@ -516,11 +525,14 @@ impl Cx<'_> {
                     search.max_trials = size as u32;
                 }
             }
-            Algorithm::Random => {
+            Algorithm::Random | Algorithm::Sobol | Algorithm::Tpe | Algorithm::Gp => {
                 if search.max_trials == 0 {
                     return Err(self.err(
                         "search.max_trials",
-                        "missing (random search needs a trial budget)",
+                        format!(
+                            "missing ({} search needs a trial budget)",
+                            search.algorithm.as_str()
+                        ),
                     ));
                 }
             }
@@ -613,10 +625,13 @@ impl Cx<'_> {
         let algorithm = match self.required_string(t, p, "algorithm")?.as_str() {
             "grid" => Algorithm::Grid,
             "random" => Algorithm::Random,
+            "sobol" => Algorithm::Sobol,
+            "tpe" => Algorithm::Tpe,
+            "gp" => Algorithm::Gp,
             other => {
                 return Err(self.err(
                     "search.algorithm",
-                    format!("expected \"grid\" or \"random\", got \"{other}\""),
+                    format!("expected one of: grid, random, sobol, tpe, gp, got \"{other}\""),
                 ));
             }
         };

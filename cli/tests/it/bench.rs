@@ -184,3 +184,37 @@ fn lcbench_shows_what_early_stopping_must_show() {
         "hyperband needed {epochs} epochs, random search {random_epochs}"
     );
 }
+
+#[test]
+fn bench_samplers_runs_studies_through_a_real_worker() {
+    let out = run(&[
+        "bench-samplers",
+        "--functions",
+        "branin,hartmann3",
+        "--samplers",
+        "random,sobol,tpe,gp",
+        "--parallel",
+        "1,3",
+        "--seeds",
+        "1",
+        "--evals",
+        "12",
+        "--json",
+    ]);
+    let all = runs(&out);
+    assert_eq!(all.len(), 2 * 4 * 2);
+    for r in &all {
+        let regret: Vec<f64> = r["regret"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .collect();
+        assert_eq!(regret.len(), 12, "{r}");
+        assert!(regret.iter().all(|v| *v >= -1e-9), "{r}");
+        assert!(
+            regret.windows(2).all(|w| w[1] <= w[0]),
+            "best so far never worsens: {r}"
+        );
+    }
+}

@@ -13,7 +13,7 @@ use crate::checkpoints::CheckpointStore;
 use crate::sampler::{self, Sampler, TrialView};
 use crate::scheduler::{self, History, Next, SchedTrial, Scheduler};
 use crate::storage::{Placement, Requeue, Storage, StudyRecord, TrialRecord};
-use hpo_proto::study::Scope;
+use hpo_proto::study::{Algorithm, Scope};
 use hpo_proto::{
     Assignment, CheckpointRef, Decision, MetricValues, Outcome, StudyId, StudyState, TrialId,
     TrialState, WorkerId, now_ms,
@@ -21,7 +21,7 @@ use hpo_proto::{
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 /// A running trial's lease and what it has reported in its current attempt.
@@ -40,11 +40,57 @@ struct Lease {
     budget: u32,
 }
 
+type AcquireReply = oneshot::Sender<Result<Option<Assignment>, EngineError>>;
+type ProposalRx = oneshot::Receiver<(Box<dyn Sampler>, Option<hpo_proto::Params>)>;
+
+/// The proposal in flight; never resolves when there is none (the select
+/// guard keeps it from being polled then anyway).
+async fn proposed(
+    rx: &mut Option<ProposalRx>,
+) -> Result<(Box<dyn Sampler>, Option<hpo_proto::Params>), oneshot::error::RecvError> {
+    match rx {
+        Some(rx) => rx.await,
+        None => std::future::pending().await,
+    }
+}
+
+/// A new trial whose configuration is being proposed off the runtime.
+struct Proposal {
+    bracket: u32,
+    budget: u32,
+    waiters: Vec<(WorkerId, AcquireReply)>,
+}
+
+/// What an acquire gets now. Returned once per acquire and matched at once.
+#[allow(clippy::large_enum_variant)]
+enum Acquired {
+    Trial(Assignment),
+    Nothing,
+    /// A configuration is being proposed: the caller waits for it.
+    Pending,
+}
+
+/// What woke the study task. One lives for one turn of the loop, so its
+/// size does not matter.
+#[allow(clippy::large_enum_variant)]
+enum Wake {
+    Event(Option<Event>),
+    Proposed(Result<(Box<dyn Sampler>, Option<hpo_proto::Params>), oneshot::error::RecvError>),
+    Tick,
+}
+
 pub(super) struct StudyActor {
     record: StudyRecord,
     storage: Arc<dyn Storage>,
     checkpoints: Arc<CheckpointStore>,
-    sampler: Box<dyn Sampler>,
+    /// None while a proposal is being computed off the runtime.
+    sampler: Option<Box<dyn Sampler>>,
+    /// Model-based samplers (seconds of fitting at worst) propose on a
+    /// blocking thread, so the study's reports are answered meanwhile.
+    off_thread: bool,
+    /// The proposal in flight and the acquires waiting for it.
+    proposal: Option<Proposal>,
+    proposal_rx: Option<ProposalRx>,
     scheduler: Box<dyn Scheduler>,
     /// The scheduler's view of trial n is sched[n].
     sched: Vec<SchedTrial>,
@@ -76,6 +122,7 @@ impl StudyActor {
         lease_ttl: Duration,
     ) -> Result<Self, EngineError> {
         let sampler = sampler::for_study(&record.spec, record.seed);
+        let off_thread = matches!(record.spec.search.algorithm, Algorithm::Gp | Algorithm::Tpe);
         let scheduler = scheduler::for_study(&record.spec, record.seed);
         let metric = record.spec.objective.metric.clone();
         let max_resource = record.spec.schedule.max_resource;
@@ -153,7 +200,10 @@ impl StudyActor {
             record,
             storage,
             checkpoints,
-            sampler,
+            off_thread,
+            sampler: Some(sampler),
+            proposal: None,
+            proposal_rx: None,
             scheduler,
             sched,
             resource_used,
@@ -181,12 +231,23 @@ impl StudyActor {
         // before a crash that came before its end was recorded).
         self.after_change();
         while !self.ended {
-            tokio::select! {
-                ev = events.recv() => match ev {
-                    Some(ev) => self.handle(ev),
-                    None => break,
-                },
-                _ = interval.tick() => self.on_tick(),
+            let mut rx = self.proposal_rx.take();
+            let wake = tokio::select! {
+                ev = events.recv() => Wake::Event(ev),
+                r = proposed(&mut rx), if rx.is_some() => Wake::Proposed(r),
+                _ = interval.tick() => Wake::Tick,
+            };
+            match wake {
+                Wake::Event(Some(ev)) => {
+                    self.proposal_rx = rx;
+                    self.handle(ev);
+                }
+                Wake::Event(None) => break,
+                Wake::Proposed(r) => self.on_proposed(r),
+                Wake::Tick => {
+                    self.proposal_rx = rx;
+                    self.on_tick();
+                }
             }
         }
         tracing::debug!(study = %self.record.id, "study task stopped");
@@ -194,9 +255,7 @@ impl StudyActor {
 
     fn handle(&mut self, ev: Event) {
         match ev {
-            Event::Acquire { worker, reply } => {
-                let _ = reply.send(self.on_acquire(&worker));
-            }
+            Event::Acquire { worker, reply } => self.acquire(worker, reply),
             Event::Report {
                 worker,
                 number,
@@ -248,13 +307,100 @@ impl StudyActor {
             && self.stopping.is_none()
     }
 
-    fn on_acquire(&mut self, worker: &WorkerId) -> Result<Option<Assignment>, EngineError> {
+    /// Answers an acquire now, or once the configuration being proposed for
+    /// it is ready.
+    fn acquire(&mut self, worker: WorkerId, reply: AcquireReply) {
+        if let Some(p) = &mut self.proposal {
+            p.waiters.push((worker, reply));
+            return;
+        }
+        match self.on_acquire(&worker) {
+            Ok(Acquired::Trial(a)) => {
+                let _ = reply.send(Ok(Some(a)));
+            }
+            Ok(Acquired::Nothing) => {
+                let _ = reply.send(Ok(None));
+            }
+            Ok(Acquired::Pending) => {
+                if let Some(p) = &mut self.proposal {
+                    p.waiters.push((worker, reply));
+                }
+            }
+            Err(e) => {
+                let _ = reply.send(Err(e));
+            }
+        }
+    }
+
+    /// A proposal made off the runtime is back: the sampler returns, the new
+    /// trial is stored, and the acquires that waited are served.
+    fn on_proposed(
+        &mut self,
+        result: Result<(Box<dyn Sampler>, Option<hpo_proto::Params>), oneshot::error::RecvError>,
+    ) {
+        let Some(proposal) = self.proposal.take() else {
+            return;
+        };
+        match result {
+            Ok((sampler, params)) => {
+                self.sampler = Some(sampler);
+                match params {
+                    Some(params) if self.stopping.is_none() && !self.ended => {
+                        let placement = Placement {
+                            bracket: proposal.bracket,
+                            rung: 0,
+                            budget: proposal.budget,
+                        };
+                        if let Err(e) = self.add_trial(params, placement) {
+                            tracing::error!(study = %self.record.id, error = %e, "cannot store a proposed trial");
+                        }
+                    }
+                    Some(_) => {}
+                    None => self.exhausted = true,
+                }
+            }
+            Err(_) => {
+                // The proposing thread panicked: the sampler is lost. A fresh
+                // one refits from the history on its next proposal.
+                tracing::error!(study = %self.record.id, "sampler failed; starting a fresh one");
+                self.sampler = Some(sampler::for_study(&self.record.spec, self.record.seed));
+            }
+        }
+        for (worker, reply) in proposal.waiters {
+            self.acquire(worker, reply);
+        }
+        self.after_change();
+    }
+
+    /// Stores a new waiting trial and adds it to the views.
+    fn add_trial(
+        &mut self,
+        params: hpo_proto::Params,
+        placement: Placement,
+    ) -> Result<(), EngineError> {
+        let t = self
+            .storage
+            .create_trial(self.record.id, params, placement, now_ms())?;
+        self.history.push(view(&t));
+        self.sched.push(SchedTrial {
+            number: t.id.number,
+            state: t.state,
+            bracket: placement.bracket,
+            rung: placement.rung,
+            budget: placement.budget,
+            values: Vec::new(),
+        });
+        self.waiting += 1;
+        Ok(())
+    }
+
+    fn on_acquire(&mut self, worker: &WorkerId) -> Result<Acquired, EngineError> {
         self.check_duration();
         if self.stopping.is_some() || self.ended {
-            return Ok(None);
+            return Ok(Acquired::Nothing);
         }
         if self.running.len() as u32 >= self.record.spec.search.max_parallel {
-            return Ok(None);
+            return Ok(Acquired::Nothing);
         }
         let now = now_ms();
         if self.waiting == 0 {
@@ -297,35 +443,45 @@ impl StudyActor {
                             self.scheduler.name()
                         )));
                     }
-                    let Some(params) = self.sampler.propose(number, &self.history) else {
+                    let Some(mut sampler) = self.sampler.take() else {
+                        return Err(EngineError::Internal("sampler missing".into()));
+                    };
+                    if self.off_thread {
+                        // Fit and propose on a blocking thread with a copy of
+                        // the history; this task goes on answering reports.
+                        let history = self.history.clone();
+                        let (tx, rx) = oneshot::channel();
+                        tokio::task::spawn_blocking(move || {
+                            let params = sampler.propose(number, &history);
+                            let _ = tx.send((sampler, params));
+                        });
+                        self.proposal = Some(Proposal {
+                            bracket,
+                            budget,
+                            waiters: Vec::new(),
+                        });
+                        self.proposal_rx = Some(rx);
+                        return Ok(Acquired::Pending);
+                    }
+                    let proposed = sampler.propose(number, &self.history);
+                    self.sampler = Some(sampler);
+                    let Some(params) = proposed else {
                         self.exhausted = true;
                         self.after_change();
-                        return Ok(None);
+                        return Ok(Acquired::Nothing);
                     };
                     let placement = Placement {
                         bracket,
                         rung: 0,
                         budget,
                     };
-                    let t = self
-                        .storage
-                        .create_trial(self.record.id, params, placement, now)?;
-                    self.history.push(view(&t));
-                    self.sched.push(SchedTrial {
-                        number: t.id.number,
-                        state: t.state,
-                        bracket,
-                        rung: 0,
-                        budget,
-                        values: Vec::new(),
-                    });
-                    self.waiting += 1;
+                    self.add_trial(params, placement)?;
                 }
-                Next::Wait => return Ok(None),
+                Next::Wait => return Ok(Acquired::Nothing),
                 Next::Done => {
                     self.sched_done = true;
                     self.after_change();
-                    return Ok(None);
+                    return Ok(Acquired::Nothing);
                 }
             }
         }
@@ -354,7 +510,7 @@ impl StudyActor {
             },
         );
         tracing::info!(study = %self.record.id, trial = t.id.number, worker = %worker, attempt = t.attempt, budget, resume = ?t.checkpoint.as_ref().map(|c| c.step), "trial started");
-        Ok(Some(Assignment {
+        Ok(Acquired::Trial(Assignment {
             trial: t.id,
             attempt: t.attempt,
             study_name: spec.name.clone(),
@@ -842,7 +998,7 @@ impl StudyActor {
         {
             tracing::error!(study = %self.record.id, error = %e, "cannot stop discarded trials");
         }
-        if !self.running.is_empty() || self.waiting > 0 {
+        if !self.running.is_empty() || self.waiting > 0 || self.proposal.is_some() {
             return;
         }
         let end = if let Some((state, reason)) = &self.stopping {

@@ -43,7 +43,7 @@ fn in_space(spec: &StudySpec, p: &Params) -> bool {
 
 #[test]
 fn every_sampler_stays_in_the_space_and_is_reproducible() {
-    for algo in ["grid", "random"] {
+    for algo in ["grid", "random", "sobol", "tpe", "gp"] {
         let spec = spec(algo);
         let a = run(&mut *for_study(&spec, 42), 24);
         assert!(!a.is_empty());

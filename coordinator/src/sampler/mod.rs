@@ -2,11 +2,17 @@
 //! task that owns a study, so two workers can never be handed the same grid
 //! point and a seeded study proposes the same sequence wherever it runs.
 
+mod gp;
 mod grid;
 mod random;
+mod sobol;
+mod tpe;
 
+pub use gp::GpSampler;
 pub use grid::GridSampler;
 pub use random::RandomSampler;
+pub use sobol::SobolSampler;
+pub use tpe::TpeSampler;
 
 use hpo_proto::study::{Algorithm, StudySpec};
 use hpo_proto::{Params, TrialState};
@@ -32,6 +38,9 @@ pub fn for_study(spec: &StudySpec, seed: u64) -> Box<dyn Sampler> {
     match spec.search.algorithm {
         Algorithm::Grid => Box::new(GridSampler::new(spec)),
         Algorithm::Random => Box::new(RandomSampler::new(spec, seed)),
+        Algorithm::Sobol => Box::new(SobolSampler::new(spec, seed)),
+        Algorithm::Tpe => Box::new(TpeSampler::new(spec, seed)),
+        Algorithm::Gp => Box::new(GpSampler::new(spec, seed)),
     }
 }
 
@@ -46,3 +55,5 @@ pub fn mix(a: u64, b: u64) -> u64 {
 
 #[cfg(test)]
 mod conformance;
+#[cfg(test)]
+mod tests_tpe;

@@ -5,6 +5,7 @@
 mod errors;
 mod lifecycle;
 mod restart;
+mod samplers;
 mod schedule;
 
 use hpo_coordinator::engine::EngineConfig;
