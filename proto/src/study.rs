@@ -14,6 +14,10 @@ use std::time::Duration;
 pub const STUDY_FILE_VERSION: i64 = 1;
 /// A grid larger than this is almost surely a mistake (a float step too small).
 pub const MAX_GRID_POINTS: u64 = 1_000_000;
+/// The GP's input dimension limit (numeric parameters count one, a
+/// categorical one per choice): past it the model needs far more trials
+/// than a study runs to learn anything.
+pub const GP_MAX_DIMS: usize = 64;
 /// Upper bound on max_trials; keeps per-study bookkeeping bounded.
 pub const MAX_TRIALS_LIMIT: i64 = 1_000_000;
 
@@ -187,6 +191,10 @@ pub struct Search {
     /// schedulers at an equal budget.
     #[serde(default)]
     pub max_total_resource: Option<u64>,
+    /// Configurations to try first, in order (trial n gets the n-th), before
+    /// the sampler proposes.
+    #[serde(default)]
+    pub enqueue: Vec<Params>,
     pub target: Option<f64>,
     /// How many times a trial whose worker vanished is run again.
     pub max_retries: u32,
@@ -540,6 +548,24 @@ impl Cx<'_> {
         if search.max_parallel == 0 {
             search.max_parallel = search.max_trials;
         }
+        search.enqueue = self.enqueue(self.table(t, "search")?, &params, &search)?;
+        if search.algorithm == Algorithm::Gp {
+            let encoded: usize = params
+                .values()
+                .map(|p| match p {
+                    ParamSpec::Categorical { choices } => choices.len(),
+                    _ => 1,
+                })
+                .sum();
+            if encoded > GP_MAX_DIMS {
+                return Err(self.err(
+                    "search.algorithm",
+                    format!(
+                        "gp models at most {GP_MAX_DIMS} dimensions (a categorical parameter counts one per choice) and this space has {encoded}: use \"tpe\", or fewer choices"
+                    ),
+                ));
+            }
+        }
         let mut trainer = trainer;
         let schedule = match t.get("schedule") {
             None if trainer.epochs == 0 => {
@@ -620,6 +646,7 @@ impl Cx<'_> {
                 "max_retries",
                 "priority",
                 "max_total_resource",
+                "enqueue",
             ],
         )?;
         let algorithm = match self.required_string(t, p, "algorithm")?.as_str() {
@@ -680,7 +707,99 @@ impl Cx<'_> {
             max_retries,
             priority,
             max_total_resource,
+            enqueue: Vec::new(),
         })
+    }
+
+    /// `[search] enqueue`: an array of tables, each a complete configuration
+    /// inside the search space.
+    fn enqueue(
+        &self,
+        t: &toml::Table,
+        params: &BTreeMap<String, ParamSpec>,
+        search: &Search,
+    ) -> Result<Vec<Params>, SpecError> {
+        let Some(v) = t.get("enqueue") else {
+            return Ok(Vec::new());
+        };
+        let toml::Value::Array(items) = v else {
+            return Err(self.err(
+                "search.enqueue",
+                format!(
+                    "expected an array of configurations such as [{{ lr = 0.01 }}], got {}",
+                    type_name(v)
+                ),
+            ));
+        };
+        if search.algorithm == Algorithm::Grid && !items.is_empty() {
+            return Err(self.err(
+                "search.enqueue",
+                "grid search runs every point already; enqueue is for random, sobol, tpe and gp",
+            ));
+        }
+        if items.len() as u64 > u64::from(search.max_trials) {
+            return Err(self.err(
+                "search.enqueue",
+                format!(
+                    "{} configurations, more than max_trials = {}",
+                    items.len(),
+                    search.max_trials
+                ),
+            ));
+        }
+        let mut out = Vec::with_capacity(items.len());
+        for (i, item) in items.iter().enumerate() {
+            let key = format!("search.enqueue[{i}]");
+            let toml::Value::Table(cfg) = item else {
+                return Err(self.err(
+                    key,
+                    format!(
+                        "expected a table of parameter values, got {}",
+                        type_name(item)
+                    ),
+                ));
+            };
+            let mut p = Params::new();
+            for (name, value) in cfg {
+                let vkey = format!("{key}.{name}");
+                let Some(spec) = params.get(name) else {
+                    return Err(self.err(vkey, "not a parameter in [params]"));
+                };
+                let value = match (spec, value) {
+                    (ParamSpec::Float { .. }, toml::Value::Float(f)) => ParamValue::Float(*f),
+                    (ParamSpec::Float { .. }, toml::Value::Integer(n)) => {
+                        ParamValue::Float(*n as f64)
+                    }
+                    (ParamSpec::Int { .. }, toml::Value::Integer(n)) => ParamValue::Int(*n),
+                    (ParamSpec::Categorical { .. }, toml::Value::String(s)) => {
+                        ParamValue::Categorical(s.clone())
+                    }
+                    (ParamSpec::Categorical { .. }, toml::Value::Integer(n)) => ParamValue::Int(*n),
+                    (ParamSpec::Categorical { .. }, toml::Value::Float(f)) => ParamValue::Float(*f),
+                    (_, other) => {
+                        return Err(self.err(
+                            vkey,
+                            format!(
+                                "expected a value of params.{name}, got {}",
+                                type_name(other)
+                            ),
+                        ));
+                    }
+                };
+                if !spec.contains(&value) {
+                    return Err(self.err(
+                        vkey,
+                        format!("{value} is outside the search space of params.{name}"),
+                    ));
+                }
+                p.insert(name.clone(), value);
+            }
+            if let Some(missing) = params.keys().find(|n| !p.contains_key(*n)) {
+                return Err(self.err(key, format!("missing parameter `{missing}`")));
+            }
+            out.push(p);
+        }
+        Ok(out)
     }
 
     /// The `[schedule]` table. For `resource = "epochs"` the full budget is

@@ -74,3 +74,43 @@ fn random_depends_on_seed_and_trial_number_only() {
     // Out of order: trial 5 alone is the same as trial 5 in a sequence.
     assert_eq!(RandomSampler::new(&spec, 1).propose(5, &[]).unwrap(), sa[5]);
 }
+
+#[test]
+fn enqueued_configurations_come_first_then_the_sampler() {
+    for algo in ["random", "sobol", "tpe", "gp"] {
+        let text = format!(
+            r#"
+name = "s"
+seed = 4
+[objective]
+metric = "loss"
+direction = "minimize"
+[search]
+algorithm = "{algo}"
+max_trials = 24
+enqueue = [{{ b = 3, c = "y" }}, {{ b = 1, c = "x" }}]
+[trainer]
+kind = "simulated"
+epochs = 1
+[params]
+b = {{ type = "int", low = 1, high = 4 }}
+c = ["x", "y"]
+"#
+        );
+        let spec = StudySpec::parse(&text, "s.toml").unwrap();
+        let mut s = for_study(&spec, 4);
+        let first = s.propose(0, &[]).unwrap();
+        assert_eq!(first, spec.search.enqueue[0], "{algo}");
+        assert_eq!(s.propose(1, &[]).unwrap(), spec.search.enqueue[1], "{algo}");
+        // Then the algorithm's own proposals, inside the space.
+        let third = s.propose(2, &[]).unwrap();
+        assert!(in_space(&spec, &third), "{algo}");
+        let mut plain = spec.clone();
+        plain.search.enqueue.clear();
+        assert_eq!(
+            third,
+            for_study(&plain, 4).propose(2, &[]).unwrap(),
+            "{algo}: trial 2 is the sampler's trial 2"
+        );
+    }
+}

@@ -33,8 +33,36 @@ pub trait Sampler: Send {
     fn propose(&mut self, number: u32, history: &[TrialView]) -> Option<Params>;
 }
 
-/// The sampler a study file asks for.
+/// The sampler a study file asks for, after its enqueued configurations.
 pub fn for_study(spec: &StudySpec, seed: u64) -> Box<dyn Sampler> {
+    let sampler = by_algorithm(spec, seed);
+    if spec.search.enqueue.is_empty() {
+        sampler
+    } else {
+        Box::new(Enqueued {
+            first: spec.search.enqueue.clone(),
+            then: sampler,
+        })
+    }
+}
+
+/// User-given configurations for the first trials, then the sampler (which
+/// sees their results in the history like any other trial's).
+struct Enqueued {
+    first: Vec<Params>,
+    then: Box<dyn Sampler>,
+}
+
+impl Sampler for Enqueued {
+    fn propose(&mut self, number: u32, history: &[TrialView]) -> Option<Params> {
+        match self.first.get(number as usize) {
+            Some(p) => Some(p.clone()),
+            None => self.then.propose(number, history),
+        }
+    }
+}
+
+fn by_algorithm(spec: &StudySpec, seed: u64) -> Box<dyn Sampler> {
     match spec.search.algorithm {
         Algorithm::Grid => Box::new(GridSampler::new(spec)),
         Algorithm::Random => Box::new(RandomSampler::new(spec, seed)),

@@ -442,3 +442,79 @@ fn function_trainer_refuses_an_unknown_function_naming_the_known_ones() {
         err(&negative)
     );
 }
+
+fn with_search(extra: &str) -> String {
+    GOOD.replace("target = 0.90\n", &format!("target = 0.90\n{extra}\n"))
+}
+
+#[test]
+fn enqueued_configurations_are_checked_against_the_space() {
+    let s = StudySpec::parse(
+        &with_search(
+            r#"enqueue = [{ lr = 0.01, hidden = 64, optimizer = "adam" }, { lr = 1, hidden = 512, optimizer = "sgd" }]"#,
+        ),
+        "study.toml",
+    );
+    // lr = 1 is above high = 0.1.
+    assert_eq!(
+        s.unwrap_err().to_string(),
+        "study.toml: search.enqueue[1].lr: 1 is outside the search space of params.lr"
+    );
+    let s = StudySpec::parse(
+        &with_search(r#"enqueue = [{ lr = 0.01, hidden = 64, optimizer = "adam" }]"#),
+        "study.toml",
+    )
+    .unwrap();
+    assert_eq!(s.search.enqueue.len(), 1);
+    assert_eq!(
+        s.search.enqueue[0].get("hidden"),
+        Some(&ParamValue::Int(64))
+    );
+    assert_eq!(
+        err(&with_search(r#"enqueue = [{ lr = 0.01, hidden = 64 }]"#)),
+        "study.toml: search.enqueue[0]: missing parameter `optimizer`"
+    );
+    assert_eq!(
+        err(&with_search(
+            r#"enqueue = [{ lr = 0.01, hidden = 64, optimizer = "adam", depth = 3 }]"#
+        )),
+        "study.toml: search.enqueue[0].depth: not a parameter in [params]"
+    );
+    assert_eq!(
+        err(&with_search(
+            r#"enqueue = [{ lr = "fast", hidden = 64, optimizer = "adam" }]"#
+        )),
+        "study.toml: search.enqueue[0].lr: expected a value of params.lr, got a string"
+    );
+}
+
+#[test]
+fn gp_refuses_spaces_beyond_its_dimension_limit() {
+    let study = |choices: usize| {
+        let c: Vec<String> = (0..choices).map(|i| format!("\"c{i}\"")).collect();
+        format!(
+            r#"
+name = "gp"
+[objective]
+metric = "loss"
+direction = "minimize"
+[search]
+algorithm = "gp"
+max_trials = 10
+[trainer]
+kind = "simulated"
+epochs = 1
+[params]
+x = {{ type = "float", low = 0.0, high = 1.0 }}
+y = {{ type = "int", low = 1, high = 9 }}
+z = [{}]
+"#,
+            c.join(", ")
+        )
+    };
+    assert_eq!(
+        err(&study(70)),
+        "study.toml: search.algorithm: gp models at most 64 dimensions (a categorical parameter counts one per choice) and this space has 72: use \"tpe\", or fewer choices"
+    );
+    assert!(StudySpec::parse(&study(62), "s.toml").is_ok());
+}
