@@ -41,12 +41,10 @@
 //! what the old one would have.
 //!
 //! **Initial design.** The first `n_init = clamp(params + 1, 5, 10)` trials
-//! come from a seeded Latin hypercube (each parameter's unit interval cut
-//! into n_init strata, one point per stratum, strata matched by a seeded
-//! permutation per parameter). After that, while fewer than two finite
-//! observations exist, each trial takes the best of 64 random points by
-//! distance to every trial so far (maximin). (The design is our own rather
-//! than `sobol.rs`'s points, which were not written yet when this was.)
+//! are the first points of a scrambled Sobol sequence seeded by the study
+//! (`sobol.rs`, as for the `sobol` sampler and TPE's start). After that,
+//! while fewer than two finite observations exist, each trial takes the best
+//! of 64 random points by distance to every trial so far (maximin).
 //!
 //! **Acquisition.** Log expected improvement over the lowest posterior mean
 //! at an observation or a pending trial's fantasy, computed stably far into
@@ -77,12 +75,11 @@ use hpo_proto::study::{ParamSpec, StudySpec};
 use hpo_proto::{Direction, ParamValue, Params, TrialState};
 use kernel::Layout;
 use posterior::Posterior;
-use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::collections::HashSet;
 
-const LHS_TAG: u64 = 0x4c48_5331;
+const DESIGN_TAG: u64 = 0x4c48_5331;
 const FIT_TAG: u64 = 0x4750_4649_5431;
 const FILL_TAG: u64 = 0x4649_4c4c;
 
@@ -328,22 +325,18 @@ impl GpSampler {
         }
     }
 
-    /// Row `number` (< n_init) of the seeded Latin hypercube.
+    /// Point `number` (< n_init) of the study's scrambled Sobol design, the
+    /// initial design every model-based sampler starts from.
     fn design_point(&self, number: u32) -> Params {
-        let n = self.n_init as usize;
-        let i = number as usize % n;
-        let mut jitter = ChaCha8Rng::seed_from_u64(mix(mix(self.seed, LHS_TAG), number as u64));
+        let u = super::sobol::sobol_point(
+            u64::from(number),
+            self.params.len(),
+            mix(self.seed, DESIGN_TAG),
+        );
         self.params
             .iter()
-            .enumerate()
-            .map(|(j, (name, spec))| {
-                let mut perm: Vec<usize> = (0..n).collect();
-                let mut prng =
-                    ChaCha8Rng::seed_from_u64(mix(mix(self.seed, LHS_TAG + 1), j as u64));
-                perm.shuffle(&mut prng);
-                let u = (perm[i] as f64 + jitter.r#gen::<f64>()) / n as f64;
-                (name.clone(), space::from_unit(spec, u))
-            })
+            .zip(u)
+            .map(|((name, spec), u)| (name.clone(), space::from_unit(spec, u)))
             .collect()
     }
 
