@@ -173,37 +173,7 @@ fn gaussian(seed: u64, step: u32) -> f64 {
 }
 
 fn checkpoint(step: u32) -> Vec<u8> {
-    format!("{CHECKPOINT_PREFIX}{step}").into_bytes()
-}
-
-/// Checks that `job.resume` is the checkpoint of the step it resumes after.
-fn check_resume(job: &TrialJob) -> Result<(), TrainError> {
-    let start = job.start_step();
-    match &job.resume {
-        None if start == 0 => Ok(()),
-        None => Err(TrainError::Invalid(format!(
-            "resuming after step {start} needs the checkpoint's bytes"
-        ))),
-        Some(bytes) => {
-            let saved = std::str::from_utf8(bytes)
-                .ok()
-                .and_then(|s| s.strip_prefix(CHECKPOINT_PREFIX))
-                .and_then(|s| s.parse::<u32>().ok())
-                .ok_or_else(|| {
-                    TrainError::Invalid(format!(
-                        "the checkpoint is not one of the function trainer ({} bytes)",
-                        bytes.len()
-                    ))
-                })?;
-            if saved == start {
-                Ok(())
-            } else {
-                Err(TrainError::Invalid(format!(
-                    "the checkpoint is of step {saved}, the trial resumes after step {start}"
-                )))
-            }
-        }
-    }
+    super::step_checkpoint(CHECKPOINT_PREFIX, step)
 }
 
 impl Trainer for FunctionTrainer {
@@ -222,7 +192,7 @@ impl Trainer for FunctionTrainer {
             )));
         }
         let trial = FunctionTrial::from_job(job)?;
-        check_resume(job)?;
+        super::check_step_checkpoint(job, CHECKPOINT_PREFIX, "function")?;
         for step in start + 1..=budget {
             if reporter.stop_requested() {
                 return Ok(TrainEnd::Stopped);

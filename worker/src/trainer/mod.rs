@@ -118,3 +118,45 @@ impl Trainers {
         }
     }
 }
+
+/// The checkpoint of a trainer whose whole state is the step it reached:
+/// the text `{prefix}{step}`.
+pub(crate) fn step_checkpoint(prefix: &str, step: u32) -> Vec<u8> {
+    format!("{prefix}{step}").into_bytes()
+}
+
+/// Checks that `job.resume` is the step checkpoint of the step it resumes
+/// after, so a mix-up of checkpoints fails as it would for a real trainer
+/// instead of passing silently.
+pub(crate) fn check_step_checkpoint(
+    job: &TrialJob,
+    prefix: &str,
+    trainer: &str,
+) -> Result<(), TrainError> {
+    let start = job.start_step();
+    match &job.resume {
+        None if start == 0 => Ok(()),
+        None => Err(TrainError::Invalid(format!(
+            "resuming after step {start} needs the checkpoint's bytes"
+        ))),
+        Some(bytes) => {
+            let saved = std::str::from_utf8(bytes)
+                .ok()
+                .and_then(|s| s.strip_prefix(prefix))
+                .and_then(|s| s.parse::<u32>().ok())
+                .ok_or_else(|| {
+                    TrainError::Invalid(format!(
+                        "the checkpoint is not one of the {trainer} trainer ({} bytes)",
+                        bytes.len()
+                    ))
+                })?;
+            if saved == start {
+                Ok(())
+            } else {
+                Err(TrainError::Invalid(format!(
+                    "the checkpoint is of step {saved}, the trial resumes after step {start}"
+                )))
+            }
+        }
+    }
+}

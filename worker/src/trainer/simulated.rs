@@ -20,42 +20,10 @@ impl SimulatedTrainer {
             _ => None,
         }
     }
-
-    /// Checks that `job.resume` is the checkpoint of the step it resumes
-    /// after, so a mix-up of checkpoints fails like it would for a real
-    /// trainer instead of passing silently.
-    fn check_resume(job: &TrialJob) -> Result<(), TrainError> {
-        let start = job.start_step();
-        match &job.resume {
-            None if start == 0 => Ok(()),
-            None => Err(TrainError::Invalid(format!(
-                "resuming after step {start} needs the checkpoint's bytes"
-            ))),
-            Some(bytes) => {
-                let saved = std::str::from_utf8(bytes)
-                    .ok()
-                    .and_then(|s| s.strip_prefix(CHECKPOINT_PREFIX))
-                    .and_then(|s| s.parse::<u32>().ok())
-                    .ok_or_else(|| {
-                        TrainError::Invalid(format!(
-                            "the checkpoint is not one of the simulated trainer ({} bytes)",
-                            bytes.len()
-                        ))
-                    })?;
-                if saved == start {
-                    Ok(())
-                } else {
-                    Err(TrainError::Invalid(format!(
-                        "the checkpoint is of step {saved}, the trial resumes after step {start}"
-                    )))
-                }
-            }
-        }
-    }
 }
 
 fn checkpoint(step: u32) -> Vec<u8> {
-    format!("{CHECKPOINT_PREFIX}{step}").into_bytes()
+    super::step_checkpoint(CHECKPOINT_PREFIX, step)
 }
 
 /// The loss of a configuration after `step` of `max_resource` steps: the
@@ -90,7 +58,7 @@ impl Trainer for SimulatedTrainer {
                 "a segment from step {start} to budget {budget} of {max} is out of order"
             )));
         }
-        Self::check_resume(job)?;
+        super::check_step_checkpoint(job, CHECKPOINT_PREFIX, "simulated")?;
         let step_ms = Self::setting(job, "step_ms").unwrap_or(0).max(0) as u64;
         let fail_at = Self::setting(job, "fail_at_step");
         for step in start + 1..=budget {
