@@ -195,6 +195,10 @@ pub struct Search {
     /// the sampler proposes.
     #[serde(default)]
     pub enqueue: Vec<Params>,
+    /// Earlier studies (by name, or id) whose completed trials a
+    /// model-based sampler learns from before its own.
+    #[serde(default)]
+    pub warm_start: Vec<String>,
     pub target: Option<f64>,
     /// How many times a trial whose worker vanished is run again.
     pub max_retries: u32,
@@ -647,6 +651,7 @@ impl Cx<'_> {
                 "priority",
                 "max_total_resource",
                 "enqueue",
+                "warm_start",
             ],
         )?;
         let algorithm = match self.required_string(t, p, "algorithm")?.as_str() {
@@ -686,6 +691,43 @@ impl Cx<'_> {
             }
         };
         let target = self.float(t, p, "target")?;
+        let warm_start = match t.get("warm_start") {
+            None => Vec::new(),
+            Some(toml::Value::Array(items)) => {
+                let mut names = Vec::with_capacity(items.len());
+                for (i, v) in items.iter().enumerate() {
+                    match v {
+                        toml::Value::String(s) if !s.trim().is_empty() => names.push(s.clone()),
+                        toml::Value::Integer(n) if *n > 0 => names.push(n.to_string()),
+                        other => {
+                            return Err(self.err(
+                                format!("search.warm_start[{i}]"),
+                                format!("expected a study name or id, got {}", type_name(other)),
+                            ));
+                        }
+                    }
+                }
+                names
+            }
+            Some(other) => {
+                return Err(self.err(
+                    "search.warm_start",
+                    format!(
+                        "expected an array of study names such as [\"earlier-study\"], got {}",
+                        type_name(other)
+                    ),
+                ));
+            }
+        };
+        if !warm_start.is_empty() && !matches!(algorithm, Algorithm::Tpe | Algorithm::Gp) {
+            return Err(self.err(
+                "search.warm_start",
+                format!(
+                    "only the model-based samplers (tpe, gp) learn from earlier studies, not {}",
+                    algorithm.as_str()
+                ),
+            ));
+        }
         let max_total_resource = match self.int(t, p, "max_total_resource")? {
             Some(n) => Some(self.ranged(join(p, "max_total_resource"), n, 1, i64::MAX)? as u64),
             None => None,
@@ -708,6 +750,7 @@ impl Cx<'_> {
             priority,
             max_total_resource,
             enqueue: Vec::new(),
+            warm_start,
         })
     }
 

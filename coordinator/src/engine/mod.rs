@@ -233,6 +233,12 @@ impl Engine {
         };
         let spec = StudySpec::parse(study_toml, source)
             .map_err(|e| EngineError::InvalidArgument(e.to_string()))?;
+        warm_start_studies(&*self.inner.storage, &spec, None).map_err(|e| match e {
+            EngineError::InvalidArgument(m) => {
+                EngineError::InvalidArgument(format!("{source}: search.warm_start: {m}"))
+            }
+            other => other,
+        })?;
         // Seeds are kept so a study can be reproduced: pick one if none given.
         let seed = spec.seed.unwrap_or_else(|| rand::random::<u32>() as u64);
         let record =
@@ -611,6 +617,56 @@ impl Engine {
             tracing::error!(error = %e, "final flush failed");
         }
     }
+}
+
+/// The studies `[search] warm_start` names: each the latest study of that
+/// name (or with that id) created before `before` (any, at submit), with the
+/// same parameters and objective. Resolved the same way at every start, so
+/// a restarted study learns from the same trials.
+pub(crate) fn warm_start_studies(
+    storage: &dyn Storage,
+    spec: &StudySpec,
+    before: Option<StudyId>,
+) -> Result<Vec<StudyRecord>, EngineError> {
+    if spec.search.warm_start.is_empty() {
+        return Ok(Vec::new());
+    }
+    let all: Vec<StudyRecord> = storage
+        .studies()?
+        .into_iter()
+        .filter(|s| before.is_none_or(|b| s.id < b))
+        .collect();
+    let mut out = Vec::new();
+    for name in &spec.search.warm_start {
+        let by_id = name.parse::<u64>().ok().map(StudyId);
+        let found = all
+            .iter()
+            .rev()
+            .find(|s| Some(s.id) == by_id || &s.spec.name == name)
+            .ok_or_else(|| {
+                EngineError::InvalidArgument(format!("no earlier study named `{name}`"))
+            })?;
+        if found.spec.params != spec.params {
+            return Err(EngineError::InvalidArgument(format!(
+                "study `{name}` (id {}) searched other parameters; warm starts need the same [params]",
+                found.id
+            )));
+        }
+        if found.spec.objective.metric != spec.objective.metric
+            || found.spec.objective.direction != spec.objective.direction
+        {
+            return Err(EngineError::InvalidArgument(format!(
+                "study `{name}` (id {}) had another objective ({} {})",
+                found.id,
+                found.spec.objective.direction.as_str(),
+                found.spec.objective.metric
+            )));
+        }
+        if !out.iter().any(|s: &StudyRecord| s.id == found.id) {
+            out.push(found.clone());
+        }
+    }
+    Ok(out)
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

@@ -104,6 +104,9 @@ pub(super) struct StudyActor {
     waiting: u32,
     /// Trial number n is history[n].
     history: Vec<TrialView>,
+    /// Completed trials of the studies `warm_start` names: the model-based
+    /// sampler sees them first, numbered before this study's trials.
+    warm: Vec<TrialView>,
     exhausted: bool,
     /// The scheduler answered `Done`: it will hand out nothing more.
     sched_done: bool,
@@ -122,6 +125,19 @@ impl StudyActor {
         lease_ttl: Duration,
     ) -> Result<Self, EngineError> {
         let sampler = sampler::for_study(&record.spec, record.seed);
+        let mut warm = Vec::new();
+        for earlier in super::warm_start_studies(&*storage, &record.spec, Some(record.id))? {
+            for t in storage.trials(earlier.id)? {
+                if t.state == TrialState::Completed && t.value.is_some_and(f64::is_finite) {
+                    let mut v = view(&t);
+                    v.number = warm.len() as u32;
+                    warm.push(v);
+                }
+            }
+        }
+        if !warm.is_empty() {
+            tracing::info!(study = %record.id, trials = warm.len(), "warm start from earlier studies");
+        }
         let off_thread = matches!(record.spec.search.algorithm, Algorithm::Gp | Algorithm::Tpe);
         let scheduler = scheduler::for_study(&record.spec, record.seed);
         let metric = record.spec.objective.metric.clone();
@@ -212,6 +228,7 @@ impl StudyActor {
             running,
             waiting,
             history,
+            warm,
             exhausted: false,
             sched_done: false,
             stopping: None,
@@ -372,6 +389,19 @@ impl StudyActor {
         self.after_change();
     }
 
+    /// What the sampler sees for trial `number`: the warm-start trials, then
+    /// this study's, numbered on from them.
+    fn sampler_history(&self, number: u32) -> (u32, Vec<TrialView>) {
+        let k = self.warm.len() as u32;
+        let mut all = Vec::with_capacity(self.warm.len() + self.history.len());
+        all.extend(self.warm.iter().cloned());
+        all.extend(self.history.iter().map(|t| TrialView {
+            number: t.number + k,
+            ..t.clone()
+        }));
+        (number + k, all)
+    }
+
     /// Stores a new waiting trial and adds it to the views.
     fn add_trial(
         &mut self,
@@ -443,16 +473,29 @@ impl StudyActor {
                             self.scheduler.name()
                         )));
                     }
+                    // With a warm start the sampler numbers trials after the
+                    // earlier studies', so enqueued ones are taken here.
+                    if !self.warm.is_empty()
+                        && let Some(p) = self.record.spec.search.enqueue.get(number as usize)
+                    {
+                        let placement = Placement {
+                            bracket,
+                            rung: 0,
+                            budget,
+                        };
+                        self.add_trial(p.clone(), placement)?;
+                        return self.claim(worker, now);
+                    }
                     let Some(mut sampler) = self.sampler.take() else {
                         return Err(EngineError::Internal("sampler missing".into()));
                     };
                     if self.off_thread {
                         // Fit and propose on a blocking thread with a copy of
                         // the history; this task goes on answering reports.
-                        let history = self.history.clone();
+                        let (at, history) = self.sampler_history(number);
                         let (tx, rx) = oneshot::channel();
                         tokio::task::spawn_blocking(move || {
-                            let params = sampler.propose(number, &history);
+                            let params = sampler.propose(at, &history);
                             let _ = tx.send((sampler, params));
                         });
                         self.proposal = Some(Proposal {
@@ -463,7 +506,12 @@ impl StudyActor {
                         self.proposal_rx = Some(rx);
                         return Ok(Acquired::Pending);
                     }
-                    let proposed = sampler.propose(number, &self.history);
+                    let proposed = if self.warm.is_empty() {
+                        sampler.propose(number, &self.history)
+                    } else {
+                        let (at, history) = self.sampler_history(number);
+                        sampler.propose(at, &history)
+                    };
                     self.sampler = Some(sampler);
                     let Some(params) = proposed else {
                         self.exhausted = true;
@@ -485,6 +533,11 @@ impl StudyActor {
                 }
             }
         }
+        self.claim(worker, now)
+    }
+
+    /// Leases the lowest-numbered waiting trial to `worker`.
+    fn claim(&mut self, worker: &WorkerId, now: i64) -> Result<Acquired, EngineError> {
         let Some(t) = self.storage.claim_trial(self.record.id, worker, now)? else {
             return Err(EngineError::Internal(format!(
                 "study {} counted a waiting trial that storage does not have",

@@ -59,3 +59,81 @@ async fn a_tpe_study_runs_to_its_end_with_three_workers() {
 async fn a_sobol_study_runs_to_its_end_with_three_workers() {
     run_to_end("sobol").await;
 }
+
+/// A tpe study named `name` over x and y, `extra` added to [search].
+fn tpe_study(name: &str, trials: u32, extra: &str) -> String {
+    study("tpe", trials, 1, extra, XY).replace("name = \"it\"", &format!("name = \"{name}\""))
+}
+
+/// Runs every trial of a study with one worker.
+async fn run_all(server: &Server, id: hpo_proto::StudyId) -> Vec<hpo_proto::TrialInfo> {
+    let client = server.client().await;
+    let w = server.worker("w").await;
+    while let Some(a) = w.acquire("cpu:0").await.unwrap() {
+        run_trial(&w, &a).await;
+    }
+    let info = client.study(id).await.unwrap();
+    assert_eq!(info.state, StudyState::Completed);
+    client.trials(id, false).await.unwrap()
+}
+
+#[tokio::test]
+async fn warm_start_learns_from_an_earlier_study_of_the_same_space() {
+    let server = Server::memory().await;
+    let client = server.client().await;
+    let earlier = client
+        .submit(&tpe_study("first", 20, ""), "first.toml")
+        .await
+        .unwrap();
+    run_all(&server, earlier).await;
+    // The same study twice, one warm-started: with 20 earlier results the
+    // warm one models from its first trial; the cold one starts with the
+    // Sobol design.
+    let warm = client
+        .submit(
+            &tpe_study("second", 4, "warm_start = [\"first\"]"),
+            "second.toml",
+        )
+        .await
+        .unwrap();
+    let warm_trials = run_all(&server, warm).await;
+    let cold = client
+        .submit(&tpe_study("second", 4, ""), "cold.toml")
+        .await
+        .unwrap();
+    let cold_trials = run_all(&server, cold).await;
+    assert_ne!(warm_trials[0].params, cold_trials[0].params);
+    // The warm study's first trials are near the earlier best (loss = x at
+    // the last step, so small x is good).
+    let x = |t: &hpo_proto::TrialInfo| t.params["x"].as_f64().unwrap();
+    let warm_x: f64 = warm_trials.iter().map(x).sum::<f64>() / 4.0;
+    let cold_x: f64 = cold_trials.iter().map(x).sum::<f64>() / 4.0;
+    assert!(warm_x < cold_x, "warm {warm_x} vs cold {cold_x}");
+    // By id works too, and an unknown name or another space is refused.
+    client
+        .submit(
+            &tpe_study("third", 2, &format!("warm_start = [{}]", earlier.0)),
+            "third.toml",
+        )
+        .await
+        .unwrap();
+    let e = client
+        .submit(&tpe_study("x", 2, "warm_start = [\"nope\"]"), "x.toml")
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Some(tonic::Code::InvalidArgument));
+    assert_eq!(
+        e.to_string(),
+        "x.toml: search.warm_start: no earlier study named `nope`"
+    );
+    let other = study(
+        "tpe",
+        2,
+        1,
+        "warm_start = [\"first\"]",
+        "z = { type = \"float\", low = 0.0, high = 1.0 }",
+    );
+    let e = client.submit(&other, "o.toml").await.unwrap_err();
+    assert!(e.to_string().contains("searched other parameters"), "{e}");
+    server.stop().await;
+}

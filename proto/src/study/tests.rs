@@ -518,3 +518,32 @@ z = [{}]
     );
     assert!(StudySpec::parse(&study(62), "s.toml").is_ok());
 }
+
+#[test]
+fn warm_start_names_earlier_studies_for_model_based_samplers() {
+    let tpe = GOOD.replace("algorithm = \"random\"", "algorithm = \"tpe\"");
+    let s = StudySpec::parse(
+        &tpe.replace(
+            "target = 0.90\n",
+            "target = 0.90\nwarm_start = [\"old\", 3]\n",
+        ),
+        "study.toml",
+    )
+    .unwrap();
+    assert_eq!(
+        s.search.warm_start,
+        vec!["old".to_string(), "3".to_string()]
+    );
+    assert_eq!(
+        err(&with_search("warm_start = [\"old\"]")),
+        "study.toml: search.warm_start: only the model-based samplers (tpe, gp) learn from earlier studies, not random"
+    );
+    assert_eq!(
+        err(&tpe.replace("target = 0.90\n", "target = 0.90\nwarm_start = \"old\"\n")),
+        "study.toml: search.warm_start: expected an array of study names such as [\"earlier-study\"], got a string"
+    );
+    assert_eq!(
+        err(&tpe.replace("target = 0.90\n", "target = 0.90\nwarm_start = [true]\n")),
+        "study.toml: search.warm_start[0]: expected a study name or id, got a boolean"
+    );
+}
