@@ -30,6 +30,14 @@ pub struct BenchArgs {
     /// Schedulers to compare (default: the study's); comma-separated.
     #[arg(long, value_delimiter = ',')]
     scheduler: Vec<String>,
+    /// Samplers to pair with each scheduler (default: the study's);
+    /// comma-separated. Runs are labelled `sampler+scheduler` then.
+    #[arg(long, value_delimiter = ',')]
+    sampler: Vec<String>,
+    /// The runs "epochs to ...'s final best" is measured against: a
+    /// scheduler, or a `sampler+scheduler` label.
+    #[arg(long, default_value = "none")]
+    baseline: String,
     /// Curve tables to run on (default: the study's `trainer.dataset`).
     #[arg(long)]
     dataset: Vec<PathBuf>,
@@ -117,38 +125,52 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
             })
             .collect::<Result<_>>()?
     };
+    let samplers: Vec<Option<String>> = if args.sampler.is_empty() {
+        vec![None]
+    } else {
+        args.sampler
+            .iter()
+            .map(|s| Some(s.trim().to_string()))
+            .collect()
+    };
     let mut results = Vec::new();
     for dataset in &datasets {
         let table = Table::cached(&configs, dataset)
             .with_context(|| format!("cannot load the table {}", dataset.display()))?;
         let reference = table.best_final(&spec.objective.metric, spec.objective.direction);
         for kind in &schedulers {
-            for seed in 1..=args.seeds {
-                let study = variant(&text, *kind, dataset, seed, args.budget)?;
-                let started = std::time::Instant::now();
-                let mut r = simulate(&study, &name, args.workers, &table)?;
-                r.dataset = dataset_name(dataset);
-                r.scheduler = kind.as_str().to_string();
-                r.seed = seed;
-                r.regret = match (reference, r.best) {
-                    (Some(best), Some(found)) => Some(match spec.objective.direction {
-                        Direction::Maximize => best - found,
-                        Direction::Minimize => found - best,
-                    }),
-                    _ => None,
-                };
-                eprintln!(
-                    "{} {:<18} seed {seed}: regret {}, {} epochs, {} trials, simulated {}, utilisation {:.1}% ({:.2}s real)",
-                    r.dataset,
-                    r.scheduler,
-                    opt(r.regret, 3),
-                    r.epochs,
-                    r.trials,
-                    hours(r.wall),
-                    100.0 * r.utilisation,
-                    started.elapsed().as_secs_f64()
-                );
-                results.push(r);
+            for sampler in &samplers {
+                for seed in 1..=args.seeds {
+                    let study =
+                        variant(&text, *kind, sampler.as_deref(), dataset, seed, args.budget)?;
+                    let started = std::time::Instant::now();
+                    let mut r = simulate(&study, &name, args.workers, &table)?;
+                    r.dataset = dataset_name(dataset);
+                    r.scheduler = match sampler {
+                        Some(s) => format!("{s}+{}", kind.as_str()),
+                        None => kind.as_str().to_string(),
+                    };
+                    r.seed = seed;
+                    r.regret = match (reference, r.best) {
+                        (Some(best), Some(found)) => Some(match spec.objective.direction {
+                            Direction::Maximize => best - found,
+                            Direction::Minimize => found - best,
+                        }),
+                        _ => None,
+                    };
+                    eprintln!(
+                        "{} {:<18} seed {seed}: regret {}, {} epochs, {} trials, simulated {}, utilisation {:.1}% ({:.2}s real)",
+                        r.dataset,
+                        r.scheduler,
+                        opt(r.regret, 3),
+                        r.epochs,
+                        r.trials,
+                        hours(r.wall),
+                        100.0 * r.utilisation,
+                        started.elapsed().as_secs_f64()
+                    );
+                    results.push(r);
+                }
             }
         }
     }
@@ -159,7 +181,7 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
     } else if results.len() == 1 {
         print_single(&results[0], &spec);
     } else {
-        print_comparison(&results, args.markdown);
+        print_comparison(&results, args.markdown, &args.baseline);
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -179,6 +201,7 @@ fn dataset_name(p: &Path) -> String {
 fn variant(
     text: &str,
     kind: SchedulerKind,
+    sampler: Option<&str>,
     dataset: &Path,
     seed: u64,
     budget: Option<u64>,
@@ -191,10 +214,13 @@ fn variant(
             toml::Value::String(dataset.display().to_string()),
         );
     }
-    if let Some(b) = budget
-        && let Some(toml::Value::Table(t)) = doc.get_mut("search")
-    {
-        t.insert("max_total_resource".into(), toml::Value::Integer(b as i64));
+    if let Some(toml::Value::Table(t)) = doc.get_mut("search") {
+        if let Some(b) = budget {
+            t.insert("max_total_resource".into(), toml::Value::Integer(b as i64));
+        }
+        if let Some(s) = sampler {
+            t.insert("algorithm".into(), toml::Value::String(s.into()));
+        }
     }
     let schedule = doc
         .entry("schedule")
@@ -498,9 +524,9 @@ fn mean(v: &[f64]) -> f64 {
 }
 
 /// Per scheduler: regret, time, epochs and utilisation over every run, and
-/// how many of random search's epochs (`none`) it needed to reach random
+/// how many of the baseline's epochs (`--baseline`, default `none`) it needed to reach the baseline's
 /// search's final regret on the same table and seed.
-fn print_comparison(results: &[RunResult], markdown: bool) {
+fn print_comparison(results: &[RunResult], markdown: bool, baseline_label: &str) {
     let mut order: Vec<String> = Vec::new();
     for r in results {
         if !order.contains(&r.scheduler) {
@@ -509,7 +535,7 @@ fn print_comparison(results: &[RunResult], markdown: bool) {
     }
     let baseline: BTreeMap<(String, u64), &RunResult> = results
         .iter()
-        .filter(|r| r.scheduler == "none")
+        .filter(|r| r.scheduler == baseline_label)
         .map(|r| ((r.dataset.clone(), r.seed), r))
         .collect();
     let headers = [
@@ -521,7 +547,7 @@ fn print_comparison(results: &[RunResult], markdown: bool) {
         "simulated wall-clock",
         "epochs",
         "utilisation",
-        "epochs to random's regret",
+        "epochs to the baseline's final best",
     ];
     let mut rows = Vec::new();
     for s in &order {
@@ -537,7 +563,7 @@ fn print_comparison(results: &[RunResult], markdown: bool) {
             if base.epochs == 0 {
                 continue;
             }
-            // The first point at least as good as random search's final best.
+            // The first point at least as good as the baseline's final best.
             let first = r
                 .trajectory
                 .iter()

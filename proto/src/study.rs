@@ -166,6 +166,9 @@ pub enum Algorithm {
     Tpe,
     /// Gaussian-process Bayesian optimisation.
     Gp,
+    /// BOHB (Falkner et al. 2018): TPE fitted on the largest Hyperband
+    /// budget with enough results, a third of the trials random.
+    Bohb,
 }
 
 impl Algorithm {
@@ -176,6 +179,7 @@ impl Algorithm {
             Algorithm::Sobol => "sobol",
             Algorithm::Tpe => "tpe",
             Algorithm::Gp => "gp",
+            Algorithm::Bohb => "bohb",
         }
     }
 }
@@ -537,7 +541,11 @@ impl Cx<'_> {
                     search.max_trials = size as u32;
                 }
             }
-            Algorithm::Random | Algorithm::Sobol | Algorithm::Tpe | Algorithm::Gp => {
+            Algorithm::Random
+            | Algorithm::Sobol
+            | Algorithm::Tpe
+            | Algorithm::Gp
+            | Algorithm::Bohb => {
                 if search.max_trials == 0 {
                     return Err(self.err(
                         "search.max_trials",
@@ -581,6 +589,20 @@ impl Cx<'_> {
             },
             Some(_) => self.schedule(self.table(t, "schedule")?, &mut trainer, kind)?,
         };
+        if search.algorithm == Algorithm::Bohb
+            && !matches!(
+                schedule.algorithm,
+                SchedulerKind::Hyperband | SchedulerKind::AsyncHyperband
+            )
+        {
+            return Err(self.err(
+                "search.algorithm",
+                format!(
+                    "bohb proposes for Hyperband's budgets: set [schedule] algorithm = \"hyperband\" or \"async_hyperband\" (it is \"{}\")",
+                    schedule.algorithm.as_str()
+                ),
+            ));
+        }
         Ok(StudySpec {
             name,
             seed,
@@ -660,10 +682,11 @@ impl Cx<'_> {
             "sobol" => Algorithm::Sobol,
             "tpe" => Algorithm::Tpe,
             "gp" => Algorithm::Gp,
+            "bohb" => Algorithm::Bohb,
             other => {
                 return Err(self.err(
                     "search.algorithm",
-                    format!("expected one of: grid, random, sobol, tpe, gp, got \"{other}\""),
+                    format!("expected one of: grid, random, sobol, tpe, gp, bohb, got \"{other}\""),
                 ));
             }
         };
@@ -719,11 +742,13 @@ impl Cx<'_> {
                 ));
             }
         };
-        if !warm_start.is_empty() && !matches!(algorithm, Algorithm::Tpe | Algorithm::Gp) {
+        if !warm_start.is_empty()
+            && !matches!(algorithm, Algorithm::Tpe | Algorithm::Gp | Algorithm::Bohb)
+        {
             return Err(self.err(
                 "search.warm_start",
                 format!(
-                    "only the model-based samplers (tpe, gp) learn from earlier studies, not {}",
+                    "only the model-based samplers (tpe, gp, bohb) learn from earlier studies, not {}",
                     algorithm.as_str()
                 ),
             ));

@@ -138,7 +138,10 @@ impl StudyActor {
         if !warm.is_empty() {
             tracing::info!(study = %record.id, trials = warm.len(), "warm start from earlier studies");
         }
-        let off_thread = matches!(record.spec.search.algorithm, Algorithm::Gp | Algorithm::Tpe);
+        let off_thread = matches!(
+            record.spec.search.algorithm,
+            Algorithm::Gp | Algorithm::Tpe | Algorithm::Bohb
+        );
         let scheduler = scheduler::for_study(&record.spec, record.seed);
         let metric = record.spec.objective.metric.clone();
         let max_resource = record.spec.schedule.max_resource;
@@ -393,11 +396,17 @@ impl StudyActor {
     /// this study's, numbered on from them.
     fn sampler_history(&self, number: u32) -> (u32, Vec<TrialView>) {
         let k = self.warm.len() as u32;
-        let mut all = Vec::with_capacity(self.warm.len() + self.history.len());
+        let own = if self.record.spec.search.algorithm == Algorithm::Bohb {
+            // BOHB models the results at one budget, not the final values.
+            sampler::bohb_view(&self.record.spec, &self.history, &self.sched).1
+        } else {
+            self.history.clone()
+        };
+        let mut all = Vec::with_capacity(self.warm.len() + own.len());
         all.extend(self.warm.iter().cloned());
-        all.extend(self.history.iter().map(|t| TrialView {
+        all.extend(own.into_iter().map(|t| TrialView {
             number: t.number + k,
-            ..t.clone()
+            ..t
         }));
         (number + k, all)
     }
@@ -506,7 +515,9 @@ impl StudyActor {
                         self.proposal_rx = Some(rx);
                         return Ok(Acquired::Pending);
                     }
-                    let proposed = if self.warm.is_empty() {
+                    let proposed = if self.warm.is_empty()
+                        && self.record.spec.search.algorithm != Algorithm::Bohb
+                    {
                         sampler.propose(number, &self.history)
                     } else {
                         let (at, history) = self.sampler_history(number);

@@ -2,12 +2,14 @@
 //! task that owns a study, so two workers can never be handed the same grid
 //! point and a seeded study proposes the same sequence wherever it runs.
 
+mod bohb;
 mod gp;
 mod grid;
 mod random;
 mod sobol;
 mod tpe;
 
+pub use bohb::{BohbSampler, bohb_view};
 pub use gp::GpSampler;
 pub use grid::GridSampler;
 pub use random::RandomSampler;
@@ -69,6 +71,7 @@ fn by_algorithm(spec: &StudySpec, seed: u64) -> Box<dyn Sampler> {
         Algorithm::Sobol => Box::new(SobolSampler::new(spec, seed)),
         Algorithm::Tpe => Box::new(TpeSampler::new(spec, seed)),
         Algorithm::Gp => Box::new(GpSampler::new(spec, seed)),
+        Algorithm::Bohb => Box::new(BohbSampler::new(spec, seed)),
     }
 }
 

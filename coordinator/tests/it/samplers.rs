@@ -137,3 +137,56 @@ async fn warm_start_learns_from_an_earlier_study_of_the_same_space() {
     assert!(e.to_string().contains("searched other parameters"), "{e}");
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_bohb_study_with_hyperband_runs_to_its_end() {
+    let server = Server::memory().await;
+    let client = server.client().await;
+    let text = study("bohb", 30, 2, "", XY)
+        .replace("epochs = 3", "epochs = 9")
+        .replace(
+            "[params]",
+            "[schedule]\nalgorithm = \"async_hyperband\"\nmin_resource = 1\n[params]",
+        );
+    let id = client.submit(&text, "bohb.toml").await.unwrap();
+    let w = server.worker("w").await;
+    let mut turns = 0;
+    while client.study(id).await.unwrap().state == StudyState::Running {
+        if let Some(a) = w.acquire("cpu:0").await.unwrap() {
+            let start = a.resume.as_ref().map_or(0, |c| c.step);
+            let x = a.params["x"].as_f64().unwrap();
+            let mut paused = false;
+            for step in start + 1..=a.budget {
+                match w
+                    .report(a.trial, a.attempt, step, &loss(x / step as f64))
+                    .await
+                    .unwrap()
+                {
+                    hpo_proto::Decision::Continue => {}
+                    hpo_proto::Decision::Stop => break,
+                    hpo_proto::Decision::Pause => {
+                        w.upload_checkpoint(a.trial, a.attempt, step, b"ck")
+                            .await
+                            .unwrap();
+                        w.finish(a.trial, a.attempt, &hpo_proto::Outcome::Paused { step })
+                            .await
+                            .unwrap();
+                        paused = true;
+                        break;
+                    }
+                }
+            }
+            if !paused {
+                w.finish(a.trial, a.attempt, &hpo_proto::Outcome::Completed)
+                    .await
+                    .unwrap();
+            }
+        }
+        turns += 1;
+        assert!(turns < 2000, "study does not end");
+    }
+    let info = client.study(id).await.unwrap();
+    assert_eq!(info.state, StudyState::Completed);
+    assert!(info.best.is_some(), "{info:?}");
+    server.stop().await;
+}

@@ -536,7 +536,7 @@ fn warm_start_names_earlier_studies_for_model_based_samplers() {
     );
     assert_eq!(
         err(&with_search("warm_start = [\"old\"]")),
-        "study.toml: search.warm_start: only the model-based samplers (tpe, gp) learn from earlier studies, not random"
+        "study.toml: search.warm_start: only the model-based samplers (tpe, gp, bohb) learn from earlier studies, not random"
     );
     assert_eq!(
         err(&tpe.replace("target = 0.90\n", "target = 0.90\nwarm_start = \"old\"\n")),
@@ -546,4 +546,21 @@ fn warm_start_names_earlier_studies_for_model_based_samplers() {
         err(&tpe.replace("target = 0.90\n", "target = 0.90\nwarm_start = [true]\n")),
         "study.toml: search.warm_start[0]: expected a study name or id, got a boolean"
     );
+}
+
+#[test]
+fn bohb_needs_a_hyperband_schedule() {
+    let bohb = GOOD.replace("algorithm = \"random\"", "algorithm = \"bohb\"");
+    assert_eq!(
+        err(&bohb),
+        "study.toml: search.algorithm: bohb proposes for Hyperband's budgets: set [schedule] algorithm = \"hyperband\" or \"async_hyperband\" (it is \"none\")"
+    );
+    for kind in ["hyperband", "async_hyperband"] {
+        let s = StudySpec::parse(
+            &format!("{bohb}\n[schedule]\nalgorithm = \"{kind}\"\n"),
+            "study.toml",
+        )
+        .unwrap();
+        assert_eq!(s.search.algorithm, Algorithm::Bohb);
+    }
 }
