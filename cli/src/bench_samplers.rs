@@ -82,21 +82,11 @@ pub async fn run(args: BenchSamplersArgs) -> Result<ExitCode> {
                 ..EngineConfig::default()
             },
         )?;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let url = format!("http://{}", listener.local_addr()?);
-        let (stop_server, server_stopped) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(hpo_coordinator::serve(listener, engine, async {
-            let _ = server_stopped.await;
-        }));
-        let (stop_worker, worker_stopped) = tokio::sync::oneshot::channel::<()>();
         let devices = format!("cpu:{parallel}")
             .parse()
             .map_err(anyhow::Error::msg)?;
-        let mut config = hpo_worker::WorkerConfig::new(url.clone(), devices);
-        config.max_poll_interval = Duration::from_millis(20);
-        let worker = tokio::spawn(hpo_worker::run(config, async {
-            let _ = worker_stopped.await;
-        }));
+        let local = crate::local::Local::start(engine, devices, Duration::from_millis(20)).await?;
+        let url = local.url.clone();
         let client = Client::connect(&url).await?;
         for &function in &functions {
             for sampler in &args.samplers {
@@ -145,10 +135,7 @@ pub async fn run(args: BenchSamplersArgs) -> Result<ExitCode> {
                 }
             }
         }
-        let _ = stop_worker.send(());
-        worker.await??;
-        let _ = stop_server.send(());
-        server.await??;
+        local.stop().await?;
     }
     if args.json {
         for r in &runs {

@@ -3,6 +3,7 @@
 
 mod bench;
 mod bench_samplers;
+mod local;
 mod output;
 mod progress;
 
@@ -443,19 +444,8 @@ async fn run_embedded(
             ..Default::default()
         },
     )?;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let url = format!("http://{}", listener.local_addr()?);
-
-    let (stop_server, server_stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(hpo_coordinator::serve(listener, engine, async {
-        let _ = server_stopped.await;
-    }));
-    let (stop_worker, worker_stopped) = tokio::sync::oneshot::channel::<()>();
-    let mut worker_config = hpo_worker::WorkerConfig::new(url.clone(), devices);
-    worker_config.max_poll_interval = Duration::from_millis(200);
-    let mut worker = tokio::spawn(hpo_worker::run(worker_config, async {
-        let _ = worker_stopped.await;
-    }));
+    let mut local = local::Local::start(engine, devices, Duration::from_millis(200)).await?;
+    let url = local.url.clone();
 
     let client = Client::connect(&url).await?;
     let id = client.submit(&text, &name).await.map_err(submit_error)?;
@@ -469,21 +459,18 @@ async fn run_embedded(
         _ = shutdown_signal() => None,
         // The local worker ended before the study did: it could not start
         // (no such device, say). Waiting would never end.
-        r = &mut worker => {
-            let _ = stop_server.send(());
-            let _ = server.await;
+        r = &mut local.worker => {
+            let _ = local.stop_server().await;
             r??;
             anyhow::bail!("the local worker stopped before study {id} ended");
         }
     };
-    let _ = stop_worker.send(());
-    worker.await??;
+    local.stop_worker().await?;
     let summary = match &outcome {
         Some(Ok(info)) => output::print_summary(&client, info, top).await,
         _ => Ok(()),
     };
-    let _ = stop_server.send(());
-    server.await??;
+    local.stop_server().await?;
     match outcome {
         None => {
             eprintln!(

@@ -208,17 +208,6 @@ impl Trainer for FunctionTrainer {
                 }
             }
         }
-        if budget < max {
-            Ok(TrainEnd::Paused {
-                step: budget,
-                checkpoint: checkpoint(budget),
-            })
-        } else if a.save_final {
-            Ok(TrainEnd::FinishedSaved {
-                checkpoint: checkpoint(budget),
-            })
-        } else {
-            Ok(TrainEnd::Finished)
-        }
+        super::segment_end(job, budget, || Ok(checkpoint(budget)))
     }
 }

@@ -915,18 +915,7 @@ fn run(
         // Resumed at its budget already: nothing to train in this segment.
         Resource::DataFraction => {}
     }
-    if budget < a.max_resource {
-        Ok(TrainEnd::Paused {
-            step: budget,
-            checkpoint: save(&training.opt, budget, fingerprint)?,
-        })
-    } else if a.save_final {
-        Ok(TrainEnd::FinishedSaved {
-            checkpoint: save(&training.opt, budget, fingerprint)?,
-        })
-    } else {
-        Ok(TrainEnd::Finished)
-    }
+    super::segment_end(job, budget, || save(&training.opt, budget, fingerprint))
 }
 
 /// Mean cross-entropy and accuracy on the validation set, in batches of

@@ -119,6 +119,29 @@ impl Trainers {
     }
 }
 
+/// How a segment that trained up to `budget` without being stopped ends:
+/// paused below `max_resource`, else finished, with the final model when
+/// the assignment asks for it. `checkpoint` saves the state after `budget`.
+pub(crate) fn segment_end(
+    job: &TrialJob,
+    budget: u32,
+    checkpoint: impl FnOnce() -> Result<Vec<u8>, TrainError>,
+) -> Result<TrainEnd, TrainError> {
+    let a = &job.assignment;
+    if budget < a.max_resource {
+        Ok(TrainEnd::Paused {
+            step: budget,
+            checkpoint: checkpoint()?,
+        })
+    } else if a.save_final {
+        Ok(TrainEnd::FinishedSaved {
+            checkpoint: checkpoint()?,
+        })
+    } else {
+        Ok(TrainEnd::Finished)
+    }
+}
+
 /// The checkpoint of a trainer whose whole state is the step it reached:
 /// the text `{prefix}{step}`.
 pub(crate) fn step_checkpoint(prefix: &str, step: u32) -> Vec<u8> {

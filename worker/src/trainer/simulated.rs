@@ -91,17 +91,6 @@ impl Trainer for SimulatedTrainer {
                 }
             }
         }
-        if budget < max {
-            Ok(TrainEnd::Paused {
-                step: budget,
-                checkpoint: checkpoint(budget),
-            })
-        } else if job.assignment.save_final {
-            Ok(TrainEnd::FinishedSaved {
-                checkpoint: checkpoint(budget),
-            })
-        } else {
-            Ok(TrainEnd::Finished)
-        }
+        super::segment_end(job, budget, || Ok(checkpoint(budget)))
     }
 }

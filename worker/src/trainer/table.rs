@@ -206,18 +206,7 @@ impl Trainer for TableTrainer {
                 }
             }
         }
-        if budget < max {
-            Ok(TrainEnd::Paused {
-                step: budget,
-                checkpoint: encode(config, budget),
-            })
-        } else if job.assignment.save_final {
-            Ok(TrainEnd::FinishedSaved {
-                checkpoint: encode(config, budget),
-            })
-        } else {
-            Ok(TrainEnd::Finished)
-        }
+        super::segment_end(job, budget, || Ok(encode(config, budget)))
     }
 }
 
