@@ -69,7 +69,17 @@ fn an_unreachable_coordinator_gets_one_line_naming_the_url() {
 #[test]
 fn every_command_has_help_with_an_example() {
     for cmd in [
-        "run", "server", "worker", "submit", "status", "trials", "best", "cancel", "model", "bench",
+        "run",
+        "server",
+        "worker",
+        "submit",
+        "status",
+        "trials",
+        "best",
+        "cancel",
+        "model",
+        "bench",
+        "bench-samplers",
     ] {
         let out = run(&[cmd, "--help"]);
         assert!(out.status.success(), "{cmd}");
