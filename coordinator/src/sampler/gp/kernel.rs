@@ -358,23 +358,47 @@ fn optimise(
     )
 }
 
-/// Multi-start MAP fit: the prior mean and two draws from the prior (seeded
-/// by `seed`), each run to convergence with L-BFGS; the best wins.
-fn multi_start(x: &[f64], y: &[f64], layout: &Layout, prior: &Prior, seed: u64) -> lbfgs::Minimum {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let mut starts = vec![prior.default_theta()];
-    for _ in 0..2 {
-        let t: Vec<f64> = (0..layout.len())
-            .map(|i| {
-                // A normal draw from two uniforms (Box-Muller).
-                let u1: f64 = rng.r#gen::<f64>().max(1e-300);
-                let u2: f64 = rng.r#gen();
-                let z = (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos();
-                (prior.mean[i] + prior.sd[i] * z).clamp(prior.lo[i], prior.hi[i])
-            })
-            .collect();
-        starts.push(t);
-    }
+/// Multi-start MAP fit, each start run to convergence with L-BFGS; the best
+/// wins. Cold: the prior mean and two draws from the prior (seeded by
+/// `seed`). Warm: the earlier fit `warm` and the prior mean. A warm start
+/// usually begins near the optimum, so it converges in a few iterations,
+/// and the prior mean guards against a warm start stuck in a poor mode of
+/// the likelihood that more data has left behind.
+fn multi_start(
+    x: &[f64],
+    y: &[f64],
+    layout: &Layout,
+    prior: &Prior,
+    seed: u64,
+    warm: Option<&[f64]>,
+) -> lbfgs::Minimum {
+    let starts = match warm {
+        Some(w) if w.len() == layout.len() => {
+            let w: Vec<f64> = w
+                .iter()
+                .enumerate()
+                .map(|(i, v)| v.clamp(prior.lo[i], prior.hi[i]))
+                .collect();
+            vec![w, prior.default_theta()]
+        }
+        _ => {
+            let mut rng = ChaCha8Rng::seed_from_u64(seed);
+            let mut starts = vec![prior.default_theta()];
+            for _ in 0..2 {
+                let t: Vec<f64> = (0..layout.len())
+                    .map(|i| {
+                        // A normal draw from two uniforms (Box-Muller).
+                        let u1: f64 = rng.r#gen::<f64>().max(1e-300);
+                        let u2: f64 = rng.r#gen();
+                        let z = (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos();
+                        (prior.mean[i] + prior.sd[i] * z).clamp(prior.lo[i], prior.hi[i])
+                    })
+                    .collect();
+                starts.push(t);
+            }
+            starts
+        }
+    };
     let mut ws = Workspace::new(y.len());
     let mut best: Option<lbfgs::Minimum> = None;
     for s in &starts {
@@ -392,12 +416,19 @@ fn multi_start(x: &[f64], y: &[f64], layout: &Layout, prior: &Prior, seed: u64) 
 /// Fits theta to standardised observations `y` at `x`. Up to PILOT_MAX
 /// observations: multi-start on all of them. Beyond: multi-start on an
 /// evenly spaced subset of PILOT_MAX (cheap), then a few L-BFGS iterations
-/// on all observations from the subset's optimum.
-pub(super) fn fit(x: &[f64], y: &[f64], layout: &Layout, seed: u64) -> Vec<f64> {
+/// on all observations from the subset's optimum. `warm`: an earlier fit to
+/// start from (see `multi_start`).
+pub(super) fn fit(
+    x: &[f64],
+    y: &[f64],
+    layout: &Layout,
+    seed: u64,
+    warm: Option<&[f64]>,
+) -> Vec<f64> {
     let prior = Prior::new(layout);
     let n = y.len();
     if n <= PILOT_MAX {
-        return multi_start(x, y, layout, &prior, seed).x;
+        return multi_start(x, y, layout, &prior, seed, warm).x;
     }
     let dims = layout.dims;
     let idx: Vec<usize> = (0..PILOT_MAX).map(|i| i * n / PILOT_MAX).collect();
@@ -406,7 +437,7 @@ pub(super) fn fit(x: &[f64], y: &[f64], layout: &Layout, seed: u64) -> Vec<f64> 
         .flat_map(|&i| x[i * dims..(i + 1) * dims].iter().copied())
         .collect();
     let ys: Vec<f64> = idx.iter().map(|&i| y[i]).collect();
-    let pilot = multi_start(&xs, &ys, layout, &prior, seed);
+    let pilot = multi_start(&xs, &ys, layout, &prior, seed, warm);
     let mut ws = Workspace::new(n);
     let polished = optimise(&pilot.x, x, y, layout, &prior, &mut ws, polish_evals(n));
     if polished.f.is_finite() {

@@ -33,12 +33,22 @@
 //! of the likelihood up to ~650 observations, down to 6 at 1,000 and 3
 //! beyond ~1,300: each costs O(n^3)).
 //!
+//! **Warm starts.** A fit on r observations starts from the fit on the
+//! first a of them, a the largest power of two below r from 8 up to 256
+//! (`warm_anchor`), and from the prior mean: two L-BFGS runs instead of a
+//! cold fit's three (prior mean and two seeded draws from the prior), and
+//! the warm one usually converges in a few iterations. The anchor is a
+//! power of two, not the previous refit point, so the chain behind a fit is
+//! at most six fits long, all small, and rarely changes: its data is an
+//! early part of the observations, which later completions seldom alter.
+//!
 //! **Determinism.** A proposal is a function of the seed, the trial number
 //! and the history only: the hyperparameters at a refit point r are fitted
 //! on the first r observations (by trial number) with starts seeded from
-//! (seed, r), and the sampler's cache merely remembers that result (it is
-//! reused only for exactly the same data). A restarted coordinator proposes
-//! what the old one would have.
+//! (seed, r) and warm-started from the fit at r's anchor, computed the same
+//! way. The sampler's cache merely remembers those results (each is reused
+//! only for exactly the same data). A restarted coordinator rebuilds the
+//! chain from the stored history and proposes what the old one would have.
 //!
 //! **Initial design.** The first `n_init = clamp(params + 1, 5, 10)` trials
 //! are the first points of a scrambled Sobol sequence seeded by the study
@@ -261,6 +271,8 @@ struct Observed {
 
 /// The last hyperparameter fit and the data it was fitted on.
 struct FitCache {
+    /// The fit is on the first r observations.
+    r: usize,
     key: Vec<(u32, u64)>,
     theta: Vec<f64>,
 }
@@ -272,7 +284,8 @@ pub struct GpSampler {
     seed: u64,
     maximize: bool,
     n_init: u32,
-    cache: Option<FitCache>,
+    /// Fits at the refit point in use and at its warm-start anchors.
+    cache: Vec<FitCache>,
 }
 
 /// The number of observations whose fit serves `n` observations: n itself up
@@ -291,6 +304,28 @@ fn refit_point(n: usize) -> usize {
         s = next;
     }
 }
+
+/// The fit whose hyperparameters start the fit on r observations: the one on
+/// the largest power of two below r, from 8 up to 256 (smaller fits start
+/// cold). Powers of two rather than the previous refit point keep the chain
+/// short (at most six fits), so a restarted coordinator, whose cache is
+/// empty, rebuilds it quickly, and it changes rarely (the anchor's data is
+/// an early part of the observations, which later completions seldom
+/// alter). The cap keeps every anchor cheap: above 200 observations a fit's
+/// multi-start search runs on a subset of 200 anyway, which a fit on 256
+/// starts as well as a larger one would.
+fn warm_anchor(r: usize) -> Option<usize> {
+    if r <= WARM_MIN {
+        return None;
+    }
+    let a = 1usize << (usize::BITS - 1 - (r - 1).leading_zeros());
+    (a >= WARM_MIN).then_some(a.min(WARM_MAX))
+}
+
+/// Fits on fewer observations than this start cold.
+const WARM_MIN: usize = 8;
+/// The largest anchor.
+const WARM_MAX: usize = 256;
 
 /// Mean and sd used to standardise `raw` (sd 1 when all values agree).
 fn standardise(raw: &[f64]) -> Vec<f64> {
@@ -321,7 +356,7 @@ impl GpSampler {
             seed,
             maximize: spec.objective.direction == Direction::Maximize,
             n_init,
-            cache: None,
+            cache: Vec::new(),
         }
     }
 
@@ -423,27 +458,44 @@ impl GpSampler {
     }
 
     /// Hyperparameters for these observations: the fit at their refit
-    /// point, from the cache when it holds exactly that fit.
+    /// point.
     fn theta(&mut self, obs: &Observed) -> Vec<f64> {
         let r = refit_point(obs.raw.len());
+        let theta = self.theta_at(r, obs);
+        // Keep only the fits this chain can ask for again.
+        let mut keep = vec![r];
+        while let Some(a) = warm_anchor(*keep.last().unwrap_or(&0)) {
+            keep.push(a);
+        }
+        self.cache.retain(|c| keep.contains(&c.r));
+        theta
+    }
+
+    /// The fit on the first `r` observations, warm-started from the fit at
+    /// `warm_anchor(r)` (itself computed the same way, so the chain is a
+    /// function of the observations; a cached fit is reused only for exactly
+    /// the same data).
+    fn theta_at(&mut self, r: usize, obs: &Observed) -> Vec<f64> {
         let key: Vec<(u32, u64)> = obs.numbers[..r]
             .iter()
             .zip(&obs.raw[..r])
             .map(|(&n, v)| (n, v.to_bits()))
             .collect();
-        if let Some(c) = &self.cache
-            && c.key == key
-        {
+        if let Some(c) = self.cache.iter().find(|c| c.r == r && c.key == key) {
             return c.theta.clone();
         }
+        let warm = warm_anchor(r).map(|a| self.theta_at(a, obs));
         let y = standardise(&obs.raw[..r]);
         let theta = kernel::fit(
             &obs.x[..r * self.enc.dims],
             &y,
             &self.layout,
             mix(mix(self.seed, FIT_TAG), r as u64),
+            warm.as_deref(),
         );
-        self.cache = Some(FitCache {
+        self.cache.retain(|c| c.r != r);
+        self.cache.push(FitCache {
+            r,
             key,
             theta: theta.clone(),
         });

@@ -4,7 +4,7 @@
 #![allow(clippy::unwrap_used)]
 
 use super::acq::{erfc, erfcx, log_h};
-use super::kernel::{Layout, Prior, Workspace, neg_log_posterior};
+use super::kernel::{Layout, Prior, Workspace, fit, neg_log_posterior};
 use super::posterior::Posterior;
 use super::*;
 use hpo_proto::ParamValue;
@@ -294,6 +294,38 @@ fn lbfgs_minimises_a_boxed_rosenbrock() {
 }
 
 #[test]
+fn warm_starts_come_from_the_largest_power_of_two_below_up_to_256() {
+    assert_eq!(warm_anchor(8), None);
+    assert_eq!(warm_anchor(9), Some(8));
+    assert_eq!(warm_anchor(16), Some(8));
+    assert_eq!(warm_anchor(17), Some(16));
+    assert_eq!(warm_anchor(256), Some(128));
+    assert_eq!(warm_anchor(257), Some(256));
+    assert_eq!(warm_anchor(1000), Some(256));
+}
+
+#[test]
+fn a_warm_start_reaches_the_cold_fit() {
+    // The fit on 40 points warm-started from the fit on their first 20
+    // finds a posterior as good as the cold three-start fit.
+    let layout = mixed_layout();
+    let mut state = 11;
+    let (x, y) = mixed_points(40, &mut state);
+    let dims = layout.dims;
+    let half = fit(&x[..20 * dims], &y[..20], &layout, 3, None);
+    let warm = fit(&x, &y, &layout, 3, Some(&half));
+    let cold = fit(&x, &y, &layout, 3, None);
+    let prior = Prior::new(&layout);
+    let mut ws = Workspace::new(40);
+    let f = |t: &[f64], ws: &mut Workspace| neg_log_posterior(t, &x, &y, &layout, &prior, None, ws);
+    let (fw, fc) = (f(&warm, &mut ws), f(&cold, &mut ws));
+    assert!(
+        fw.is_finite() && fw <= fc + 0.05 * fc.abs().max(1.0),
+        "warm {fw} cold {fc}"
+    );
+}
+
+#[test]
 fn refit_points_follow_the_schedule() {
     assert_eq!(refit_point(1), 1);
     assert_eq!(refit_point(64), 64);
@@ -385,8 +417,9 @@ const BRANIN_MIN: f64 = 0.397_887_357_729_738;
 #[test]
 fn same_seed_and_history_give_the_same_proposals() {
     let spec = spec(BRANIN, "minimize");
-    let a = run(&mut GpSampler::new(&spec, 7), 16, &branin);
-    let b = run(&mut GpSampler::new(&spec, 7), 16, &branin);
+    // 20 trials: fits from 9 observations on start warm from the fit on 8.
+    let a = run(&mut GpSampler::new(&spec, 7), 20, &branin);
+    let b = run(&mut GpSampler::new(&spec, 7), 20, &branin);
     let pa: Vec<&Params> = a.iter().map(|t| &t.params).collect();
     let pb: Vec<&Params> = b.iter().map(|t| &t.params).collect();
     assert_eq!(pa, pb);
@@ -397,6 +430,14 @@ fn same_seed_and_history_give_the_same_proposals() {
         .propose(last as u32, &a[..last])
         .unwrap();
     assert_eq!(&fresh, pa[last]);
+    // A sampler whose warm-start chain was built on other data (an early
+    // trial's value changed, as when trials finish out of order) rebuilds
+    // it: it proposes what a fresh one does.
+    let mut changed = a[..last].to_vec();
+    changed[3].value = Some(100.0);
+    let mut used = GpSampler::new(&spec, 7);
+    let _ = used.propose(last as u32, &changed).unwrap();
+    assert_eq!(&used.propose(last as u32, &a[..last]).unwrap(), pa[last]);
     let c = run(&mut GpSampler::new(&spec, 8), 16, &branin);
     assert_ne!(pa, c.iter().map(|t| &t.params).collect::<Vec<_>>());
 }
