@@ -280,7 +280,7 @@ fn simulate(study: &str, name: &str, workers: u32, table: &Arc<Table>) -> Result
                 metric: spec.objective.metric.clone(),
                 start,
             };
-            engine.register(&worker.id, vec!["sim:0".into()])?;
+            engine.register(&worker.id, "simulated", vec!["sim:0".into()])?;
             tasks.spawn(worker.run(id));
         }
         while let Some(r) = tasks.join_next().await {
@@ -342,7 +342,7 @@ impl Worker {
             let freed = self.wake.notified();
             tokio::pin!(freed);
             freed.as_mut().enable();
-            match self.engine.acquire(&self.id).await? {
+            match self.engine.acquire(&self.id, "sim").await? {
                 Some(a) => {
                     self.segment(&a).await?;
                     self.wake.notify_waiters();

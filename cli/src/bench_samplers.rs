@@ -85,7 +85,8 @@ pub async fn run(args: BenchSamplersArgs) -> Result<ExitCode> {
         let devices = format!("cpu:{parallel}")
             .parse()
             .map_err(anyhow::Error::msg)?;
-        let local = crate::local::Local::start(engine, devices, Duration::from_millis(20)).await?;
+        let local =
+            crate::local::Local::start(engine, devices, Duration::from_millis(20), None).await?;
         let url = local.url.clone();
         let client = Client::connect(&url).await?;
         for &function in &functions {

@@ -19,13 +19,24 @@ pub struct Local {
 
 impl Local {
     /// Serves `engine` and starts a worker with `devices` slots against it.
-    pub async fn start(engine: Engine, devices: DeviceSpec, max_poll: Duration) -> Result<Local> {
+    /// `dashboard`: also serve the dashboard on that listener.
+    pub async fn start(
+        engine: Engine,
+        devices: DeviceSpec,
+        max_poll: Duration,
+        dashboard: Option<(tokio::net::TcpListener, hpo_coordinator::http::HttpConfig)>,
+    ) -> Result<Local> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let url = format!("http://{}", listener.local_addr()?);
         let (stop_server, server_stopped) = oneshot::channel::<()>();
-        let server = tokio::spawn(hpo_coordinator::serve(listener, engine, async {
-            let _ = server_stopped.await;
-        }));
+        let server = tokio::spawn(hpo_coordinator::serve_with_dashboard(
+            listener,
+            dashboard,
+            engine,
+            async {
+                let _ = server_stopped.await;
+            },
+        ));
         let (stop_worker, worker_stopped) = oneshot::channel::<()>();
         let mut config = hpo_worker::WorkerConfig::new(url.clone(), devices);
         config.max_poll_interval = max_poll;

@@ -38,6 +38,81 @@ struct Cli {
     command: Command,
 }
 
+/// The dashboard's flags, shared by `hpo server` and `hpo run`.
+#[derive(clap::Args, Clone)]
+struct DashboardArgs {
+    /// Where the dashboard (HTTP) listens, or `off`. Default: 0.0.0.0:8080
+    /// for `hpo server`, 127.0.0.1:8080 for `hpo run` (any free port if
+    /// that one is taken).
+    #[arg(long = "http", env = "HPO_HTTP")]
+    http: Option<String>,
+    /// Token that allows the dashboard's actions (cancel a study, stop a
+    /// trial); without one they are refused.
+    #[arg(long, env = "HPO_DASHBOARD_TOKEN", hide_env_values = true)]
+    dashboard_token: Option<String>,
+    /// `actions`: reading is open, actions need the token; `read`: reading
+    /// needs it too.
+    #[arg(
+        long,
+        env = "HPO_DASHBOARD_AUTH",
+        value_enum,
+        default_value = "actions"
+    )]
+    dashboard_auth: DashboardAuthArg,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum DashboardAuthArg {
+    Actions,
+    Read,
+}
+
+impl DashboardArgs {
+    /// Binds the dashboard's listener, or None when it is off. `fallback`:
+    /// with no address given and the default taken, any free port.
+    async fn bind(
+        &self,
+        default: &str,
+        fallback: bool,
+    ) -> Result<Option<(tokio::net::TcpListener, hpo_coordinator::http::HttpConfig)>> {
+        let addr = self.http.as_deref().unwrap_or(default);
+        if addr == "off" {
+            return Ok(None);
+        }
+        if self.dashboard_auth == DashboardAuthArg::Read && self.dashboard_token.is_none() {
+            anyhow::bail!("--dashboard-auth read needs --dashboard-token (or HPO_DASHBOARD_TOKEN)");
+        }
+        let listener = match tokio::net::TcpListener::bind(addr).await {
+            Ok(l) => l,
+            Err(e) if fallback && self.http.is_none() => {
+                let host = addr.rsplit_once(':').map_or("127.0.0.1", |(h, _)| h);
+                tracing::debug!(error = %e, "default dashboard port taken; using a free one");
+                tokio::net::TcpListener::bind((host, 0)).await?
+            }
+            Err(e) => {
+                return Err(e).with_context(|| format!("--http: cannot listen on {addr}"));
+            }
+        };
+        let config = hpo_coordinator::http::HttpConfig {
+            token: self.dashboard_token.clone().filter(|t| !t.is_empty()),
+            auth: match self.dashboard_auth {
+                DashboardAuthArg::Actions => hpo_coordinator::http::DashboardAuth::Actions,
+                DashboardAuthArg::Read => hpo_coordinator::http::DashboardAuth::Read,
+            },
+        };
+        Ok(Some((listener, config)))
+    }
+}
+
+/// The address to print for a dashboard listening on `addr`.
+fn dashboard_url(addr: SocketAddr) -> String {
+    if addr.ip().is_unspecified() {
+        format!("http://127.0.0.1:{}/", addr.port())
+    } else {
+        format!("http://{addr}/")
+    }
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Run a study in this process: an embedded coordinator plus local worker slots.
@@ -55,6 +130,11 @@ enum Command {
         /// How many of the best trials to show at the end.
         #[arg(long, default_value_t = 5)]
         top: usize,
+        /// Keep serving the dashboard after the study ends, until Ctrl-C.
+        #[arg(long)]
+        serve: bool,
+        #[command(flatten)]
+        dashboard: DashboardArgs,
     },
     /// Serve a coordinator: studies, samplers and storage, over gRPC.
     ///
@@ -78,6 +158,8 @@ enum Command {
         /// Largest checkpoint a worker may upload, in MiB.
         #[arg(long, env = "HPO_MAX_CHECKPOINT_MIB", default_value_t = 1024)]
         max_checkpoint_mib: u64,
+        #[command(flatten)]
+        dashboard: DashboardArgs,
     },
     /// Run trials for a coordinator, one per device slot.
     ///
@@ -283,7 +365,9 @@ async fn dispatch(command: Command) -> Result<ExitCode> {
             data_dir,
             devices,
             top,
-        } => run_embedded(&study, &data_dir, devices, top).await,
+            serve,
+            dashboard,
+        } => run_embedded(&study, &data_dir, devices, top, serve, &dashboard).await,
         Command::Bench(_) => anyhow::bail!("hpo bench runs outside the main runtime"),
         Command::BenchSamplers(args) => bench_samplers::run(args).await,
         Command::Server {
@@ -293,10 +377,15 @@ async fn dispatch(command: Command) -> Result<ExitCode> {
             durability,
             checkpoint_dir,
             max_checkpoint_mib,
+            dashboard,
         } => {
             let listener = tokio::net::TcpListener::bind(listen)
                 .await
                 .with_context(|| format!("cannot listen on {listen}"))?;
+            let web = dashboard.bind("0.0.0.0:8080", false).await?;
+            if let Some((l, _)) = &web {
+                eprintln!("dashboard at {}", dashboard_url(l.local_addr()?));
+            }
             let config = hpo_coordinator::Config {
                 data_dir: Some(data_dir),
                 durability: match durability {
@@ -310,7 +399,7 @@ async fn dispatch(command: Command) -> Result<ExitCode> {
                     ..Default::default()
                 },
             };
-            hpo_coordinator::run(listener, config, shutdown_signal()).await?;
+            hpo_coordinator::run_with_dashboard(listener, web, config, shutdown_signal()).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Worker {
@@ -425,6 +514,8 @@ async fn run_embedded(
     data_dir: &Path,
     devices: DeviceSpec,
     top: usize,
+    serve: bool,
+    dashboard: &DashboardArgs,
 ) -> Result<ExitCode> {
     let (text, name) = read_study(study)?;
     // Before anything is stored: a study submitted with no worker to run it
@@ -444,7 +535,12 @@ async fn run_embedded(
             ..Default::default()
         },
     )?;
-    let mut local = local::Local::start(engine, devices, Duration::from_millis(200)).await?;
+    let web = dashboard.bind("127.0.0.1:8080", true).await?;
+    let web_url = match &web {
+        Some((l, _)) => Some(dashboard_url(l.local_addr()?)),
+        None => None,
+    };
+    let mut local = local::Local::start(engine, devices, Duration::from_millis(200), web).await?;
     let url = local.url.clone();
 
     let client = Client::connect(&url).await?;
@@ -453,6 +549,9 @@ async fn run_embedded(
         "study {id} ({name}) started; records in {}",
         data_dir.display()
     );
+    if let Some(u) = &web_url {
+        eprintln!("dashboard at {u}#/study/{id}");
+    }
 
     let outcome = tokio::select! {
         r = progress::watch(&client, id) => Some(r),
@@ -470,6 +569,13 @@ async fn run_embedded(
         Some(Ok(info)) => output::print_summary(&client, info, top).await,
         _ => Ok(()),
     };
+    if serve
+        && outcome.is_some()
+        && let Some(u) = &web_url
+    {
+        eprintln!("the dashboard stays at {u}#/study/{id}; Ctrl-C stops it");
+        shutdown_signal().await;
+    }
     local.stop_server().await?;
     match outcome {
         None => {

@@ -90,7 +90,9 @@ fn preload(storage: &dyn Storage, text: &str, n: usize) -> StudyId {
         let t = storage
             .create_trial(record.id, params, Placement::default(), 0)
             .expect("trial");
-        storage.claim_trial(record.id, &w, 0).expect("claim");
+        storage
+            .claim_trial(record.id, &w, "cpu:0", 0)
+            .expect("claim");
         storage
             .append_metrics(t.id, 1, 1, &loss(v))
             .expect("metrics");
@@ -114,10 +116,10 @@ async fn main() {
     let engine = Engine::start(storage, EngineConfig::default()).expect("engine");
     let (wa, wb) = (WorkerId("a".into()), WorkerId("b".into()));
     engine
-        .register(&wa, vec!["cpu:0".into()])
+        .register(&wa, "bench", vec!["cpu:0".into()])
         .expect("register");
     engine
-        .register(&wb, vec!["cpu:0".into()])
+        .register(&wb, "bench", vec!["cpu:0".into()])
         .expect("register");
     // One running trial in each study to report to (A's first proposal is
     // timed too, as the first fit).
@@ -125,7 +127,7 @@ async fn main() {
     while ta.is_none() || tb.is_none() {
         let t0 = Instant::now();
         let got = engine
-            .acquire(&wb)
+            .acquire(&wb, "cpu:0")
             .await
             .expect("acquire")
             .expect("a trial");
@@ -165,7 +167,7 @@ async fn main() {
         let engine = engine.clone();
         tokio::spawn(async move {
             let start = Instant::now();
-            let got = engine.acquire(&wa).await.expect("acquire");
+            let got = engine.acquire(&wa, "cpu:0").await.expect("acquire");
             (start.elapsed(), got.map(|g| g.trial))
         })
     };

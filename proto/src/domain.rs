@@ -106,6 +106,21 @@ impl TrialState {
             TrialState::Cancelled => "cancelled",
         }
     }
+
+    pub const ALL: [TrialState; 7] = [
+        TrialState::Waiting,
+        TrialState::Running,
+        TrialState::Paused,
+        TrialState::Completed,
+        TrialState::Failed,
+        TrialState::Stopped,
+        TrialState::Cancelled,
+    ];
+
+    /// The state named `s` (as `as_str` writes it).
+    pub fn parse(s: &str) -> Option<TrialState> {
+        TrialState::ALL.into_iter().find(|t| t.as_str() == s)
+    }
 }
 
 impl fmt::Display for TrialState {
@@ -128,6 +143,17 @@ impl StudyState {
             StudyState::Completed => "completed",
             StudyState::Cancelled => "cancelled",
         }
+    }
+
+    /// The state named `s` (as `as_str` writes it).
+    pub fn parse(s: &str) -> Option<StudyState> {
+        [
+            StudyState::Running,
+            StudyState::Completed,
+            StudyState::Cancelled,
+        ]
+        .into_iter()
+        .find(|t| t.as_str() == s)
     }
 }
 

@@ -79,6 +79,17 @@ pub fn free_port() -> u16 {
 }
 
 pub fn server(port: u16, data: &Path, log: &Path, lease_ttl: &str) -> Proc {
+    server_with_http(port, free_port(), data, log, lease_ttl)
+}
+
+/// `hpo server` with its dashboard on 127.0.0.1:`http_port`.
+pub fn server_with_http(
+    port: u16,
+    http_port: u16,
+    data: &Path,
+    log: &Path,
+    lease_ttl: &str,
+) -> Proc {
     let log = std::fs::File::create(log).unwrap();
     Proc(
         hpo()
@@ -86,6 +97,8 @@ pub fn server(port: u16, data: &Path, log: &Path, lease_ttl: &str) -> Proc {
                 "server",
                 "--listen",
                 &format!("127.0.0.1:{port}"),
+                "--http",
+                &format!("127.0.0.1:{http_port}"),
                 "--lease-ttl",
                 lease_ttl,
                 "--data-dir",
@@ -173,4 +186,21 @@ x = {{ type = "float", low = 0.0, high = 1.0 }}
     )
     .unwrap();
     path
+}
+
+/// A plain HTTP/1.1 GET on loopback: status code and body.
+pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    let status = out.split(' ').nth(1)?.parse().ok()?;
+    let body = out.split_once("\r\n\r\n").map(|(_, b)| b.to_string())?;
+    Some((status, body))
 }

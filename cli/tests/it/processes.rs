@@ -403,3 +403,69 @@ optimizer = ["adam", "sgd"]
         }
     }
 }
+
+#[test]
+fn hpo_server_serves_the_dashboard_and_hpo_run_prints_its_address() {
+    let dir = tempfile::tempdir().unwrap();
+    let (port, http) = (free_port(), free_port());
+    let mut server = server_with_http(
+        port,
+        http,
+        &dir.path().join("data"),
+        &dir.path().join("server.log"),
+        "5s",
+    );
+    let url = format!("http://127.0.0.1:{port}");
+    let id = submit(&url, &sim_study(dir.path(), 2, 2, 1));
+    let (status, body) = http_get(http, "/").unwrap();
+    assert_eq!(status, 200);
+    assert!(
+        body.contains("<html") || body.contains("<!DOCTYPE"),
+        "{body}"
+    );
+    let (status, body) = http_get(http, "/api/studies").unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains(&format!("\"id\":{id}")), "{body}");
+    let (status, body) = http_get(http, "/api/studies/nine").unwrap();
+    assert_eq!(status, 400);
+    assert!(body.contains("`nine` is not a number"), "{body}");
+    server.sigterm();
+    assert!(server.wait_exit(Duration::from_secs(10)).success());
+
+    // `hpo run` serves it while the study runs and says where.
+    let run_dir = dir.path().join("run");
+    std::fs::create_dir(&run_dir).unwrap();
+    let web = free_port();
+    let out = hpo()
+        .arg("run")
+        .arg(sim_study(&run_dir, 2, 2, 1))
+        .args(["--data-dir"])
+        .arg(run_dir.join("data"))
+        .args(["--http", &format!("127.0.0.1:{web}")])
+        .env("HPO_LOG", "warn")
+        .output()
+        .unwrap();
+    let stderr = text(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!("dashboard at http://127.0.0.1:{web}/#/study/1")),
+        "{stderr}"
+    );
+    // A taken port is an error when it was asked for by name.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let busy = taken.local_addr().unwrap().port();
+    let out = hpo()
+        .arg("run")
+        .arg(sim_study(&run_dir, 2, 2, 1))
+        .args(["--data-dir"])
+        .arg(run_dir.join("data2"))
+        .args(["--http", &format!("127.0.0.1:{busy}")])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains(&format!("--http: cannot listen on 127.0.0.1:{busy}")),
+        "{}",
+        text(&out.stderr)
+    );
+}

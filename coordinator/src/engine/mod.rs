@@ -7,23 +7,28 @@
 
 mod durable;
 mod study;
+mod workers;
+
+pub use workers::{RunningSlot, WorkerView};
 
 use crate::checkpoints::{CheckpointError, CheckpointStore};
 use crate::storage::{Storage, StorageError, StudyRecord, TrialRecord};
+use crate::telemetry::Telemetry;
 use durable::Durable;
 use hpo_proto::study::StudySpec;
 use hpo_proto::{
     Assignment, CheckpointRef, Decision, MetricValues, Outcome, StudyId, StudyInfo, StudyState,
     TrialCounts, TrialId, TrialInfo, TrialState, WorkerId, now_ms,
 };
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 use study::StudyActor;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::task::JoinHandle;
+use workers::Workers;
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -73,6 +78,8 @@ const STUDY_QUEUE: usize = 1024;
 pub(crate) enum Event {
     Acquire {
         worker: WorkerId,
+        /// The worker's slot (device) the trial will run on.
+        slot: String,
         reply: oneshot::Sender<Result<Option<Assignment>, EngineError>>,
     },
     Report {
@@ -98,7 +105,54 @@ pub(crate) enum Event {
     Cancel {
         reply: oneshot::Sender<Result<(), EngineError>>,
     },
+    /// A user stops one trial (the dashboard).
+    StopTrial {
+        number: u32,
+        reason: String,
+        reply: oneshot::Sender<Result<(), EngineError>>,
+    },
 }
+
+/// A change the dashboard shows live: sent on a broadcast channel that any
+/// number of subscribers (server-sent event streams) read; nobody listening
+/// costs nothing, and a slow listener only loses events (it refetches).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct LiveEvent {
+    pub study: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trial: Option<u32>,
+    #[serde(skip)]
+    pub kind: LiveKind,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub step: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub value: Option<f64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LiveKind {
+    /// A study was submitted or ended.
+    Study,
+    /// A trial was created or changed state.
+    Trial,
+    /// A trial reported its objective at a step.
+    Report,
+}
+
+impl LiveKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LiveKind::Study => "study",
+            LiveKind::Trial => "trial",
+            LiveKind::Report => "report",
+        }
+    }
+}
+
+/// Events buffered per subscriber before it starts losing them.
+const LIVE_BUFFER: usize = 4096;
 
 #[derive(Clone)]
 struct StudyHandle {
@@ -112,10 +166,12 @@ struct Inner {
     studies: RwLock<BTreeMap<StudyId, StudyHandle>>,
     /// Round-robin position for sharing slots between studies.
     cursor: AtomicUsize,
-    /// Workers registered since this coordinator started, with when each was
-    /// last heard from. A heartbeat from a worker missing here tells it that
-    /// the coordinator restarted, so it registers again.
-    workers: Mutex<HashMap<WorkerId, i64>>,
+    /// Workers registered since this coordinator started. A heartbeat from
+    /// a worker missing here tells it that the coordinator restarted, so it
+    /// registers again.
+    workers: Workers,
+    live: broadcast::Sender<LiveEvent>,
+    telemetry: Arc<Telemetry>,
     durable: Durable,
     tasks: Mutex<Vec<JoinHandle<()>>>,
     checkpoints: Arc<CheckpointStore>,
@@ -141,7 +197,9 @@ impl Engine {
                 config,
                 studies: RwLock::new(BTreeMap::new()),
                 cursor: AtomicUsize::new(0),
-                workers: Mutex::new(HashMap::new()),
+                workers: Workers::default(),
+                live: broadcast::channel(LIVE_BUFFER).0,
+                telemetry: Arc::new(Telemetry::default()),
                 durable,
                 tasks: Mutex::new(Vec::new()),
                 checkpoints,
@@ -167,6 +225,8 @@ impl Engine {
             self.inner.storage.clone(),
             self.inner.checkpoints.clone(),
             self.inner.config.lease_ttl,
+            self.inner.live.clone(),
+            self.inner.telemetry.clone(),
         )?;
         let id = actor.id();
         let (tx, rx) = mpsc::channel(STUDY_QUEUE);
@@ -226,6 +286,7 @@ impl Engine {
         study_toml: &str,
         source_name: &str,
     ) -> Result<StudyId, EngineError> {
+        let _timer = self.inner.telemetry.grpc.time("submit");
         let source = if source_name.is_empty() {
             "study"
         } else {
@@ -249,6 +310,14 @@ impl Engine {
         let id = record.id;
         tracing::info!(study = %id, name = %record.spec.name, seed, "study submitted");
         self.spawn_study(record)?;
+        let _ = self.inner.live.send(LiveEvent {
+            study: id.0,
+            trial: None,
+            kind: LiveKind::Study,
+            state: Some(StudyState::Running.to_string()),
+            step: None,
+            value: None,
+        });
         Ok(id)
     }
 
@@ -315,6 +384,7 @@ impl Engine {
     pub fn register(
         &self,
         worker: &WorkerId,
+        hostname: &str,
         slots: Vec<String>,
     ) -> Result<Vec<TrialId>, EngineError> {
         if slots.is_empty() {
@@ -322,7 +392,9 @@ impl Engine {
                 "a worker needs at least one slot".into(),
             ));
         }
-        lock(&self.inner.workers).insert(worker.clone(), now_ms());
+        self.inner
+            .workers
+            .register(worker, hostname, &slots, now_ms());
         let mut running = Vec::new();
         let ids: Vec<StudyId> = read(&self.inner.studies).keys().copied().collect();
         for id in ids {
@@ -337,19 +409,60 @@ impl Engine {
     }
 
     pub fn is_known(&self, worker: &WorkerId) -> bool {
-        let mut workers = lock(&self.inner.workers);
-        match workers.get_mut(worker) {
-            Some(last_seen) => {
-                *last_seen = now_ms();
-                true
-            }
-            None => false,
-        }
+        self.inner.workers.seen(worker, now_ms())
+    }
+
+    /// Every worker heard from since this coordinator started.
+    pub fn workers(&self) -> Vec<WorkerView> {
+        let ttl = self.inner.config.lease_ttl.as_millis() as i64;
+        self.inner.workers.snapshot(now_ms(), ttl)
+    }
+
+    /// Live changes of every study, from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<LiveEvent> {
+        self.inner.live.subscribe()
+    }
+
+    pub fn telemetry(&self) -> Arc<Telemetry> {
+        self.inner.telemetry.clone()
+    }
+
+    /// The records, for read-only views (the dashboard). Writes go through
+    /// the study tasks.
+    pub fn storage(&self) -> Arc<dyn Storage> {
+        self.inner.storage.clone()
+    }
+
+    /// Stops one trial on a user's request: a waiting or paused trial ends
+    /// now, a running one at its next report (told to stop there).
+    pub async fn stop_trial(
+        &self,
+        trial: TrialId,
+        reason: &str,
+    ) -> Result<TrialRecord, EngineError> {
+        let reason = reason.to_string();
+        self.ask(trial.study, |reply| Event::StopTrial {
+            number: trial.number,
+            reason,
+            reply,
+        })
+        .await
+        .map_err(|e| self.ended_trial(trial, e))??;
+        self.sync().await?;
+        self.inner
+            .storage
+            .trial(trial)?
+            .ok_or_else(|| EngineError::NotFound(format!("trial {trial} not found")))
     }
 
     /// A trial for one free slot, from the studies in priority order and
     /// round-robin among equals, or None when no study has one now.
-    pub async fn acquire(&self, worker: &WorkerId) -> Result<Option<Assignment>, EngineError> {
+    pub async fn acquire(
+        &self,
+        worker: &WorkerId,
+        slot: &str,
+    ) -> Result<Option<Assignment>, EngineError> {
+        let _timer = self.inner.telemetry.grpc.time("acquire");
         let mut handles: Vec<(StudyId, StudyHandle)> = read(&self.inner.studies)
             .iter()
             .filter(|(_, h)| !h.tx.is_closed())
@@ -362,11 +475,24 @@ impl Engine {
         handles.rotate_left(start);
         // Stable: equal priorities keep their rotated (round-robin) order.
         handles.sort_by_key(|(_, h)| std::cmp::Reverse(h.priority));
+        let worker_id = worker;
         for (id, _) in handles {
             let worker = worker.clone();
-            match self.ask(id, |reply| Event::Acquire { worker, reply }).await {
+            let slot_name = slot.to_string();
+            match self
+                .ask(id, |reply| Event::Acquire {
+                    worker,
+                    slot: slot_name,
+                    reply,
+                })
+                .await
+            {
                 Ok(Ok(Some(a))) => {
                     self.sync().await?;
+                    self.inner
+                        .workers
+                        .started(worker_id, slot, a.trial, now_ms());
+                    Telemetry::inc(&self.inner.telemetry.trials_started);
                     return Ok(Some(a));
                 }
                 Ok(Ok(None)) => {}
@@ -389,6 +515,8 @@ impl Engine {
         worker: &WorkerId,
         trials: Vec<TrialId>,
     ) -> Result<Vec<TrialId>, EngineError> {
+        let _timer = self.inner.telemetry.grpc.time("heartbeat");
+        self.inner.workers.heartbeat(worker, &trials, now_ms());
         let mut by_study: BTreeMap<StudyId, Vec<u32>> = BTreeMap::new();
         for t in trials {
             by_study.entry(t.study).or_default().push(t.number);
@@ -421,6 +549,7 @@ impl Engine {
         step: u32,
         values: MetricValues,
     ) -> Result<Decision, EngineError> {
+        let _timer = self.inner.telemetry.grpc.time("report");
         let worker = worker.clone();
         let decision = self
             .ask(trial.study, |reply| Event::Report {
@@ -434,6 +563,7 @@ impl Engine {
             .await
             .map_err(|e| self.ended_trial(trial, e))??;
         self.sync().await?;
+        Telemetry::inc(&self.inner.telemetry.reports);
         Ok(decision)
     }
 
@@ -444,6 +574,7 @@ impl Engine {
         attempt: u32,
         outcome: Outcome,
     ) -> Result<TrialState, EngineError> {
+        let _timer = self.inner.telemetry.grpc.time("finish");
         let w = worker.clone();
         let result = self
             .ask(trial.study, |reply| Event::Finish {
@@ -454,6 +585,7 @@ impl Engine {
                 reply,
             })
             .await;
+        self.inner.workers.ended(worker, trial, now_ms());
         let state = match result {
             Ok(r) => r?,
             Err(e) => {

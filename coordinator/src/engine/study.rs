@@ -8,11 +8,12 @@
 //! promotion puts a paused trial back in the queue with a larger budget and
 //! the next worker resumes it from its checkpoint.
 
-use super::{EngineError, Event};
+use super::{EngineError, Event, LiveEvent, LiveKind};
 use crate::checkpoints::CheckpointStore;
 use crate::sampler::{self, Sampler, TrialView};
 use crate::scheduler::{self, History, Next, SchedTrial, Scheduler};
 use crate::storage::{Placement, Requeue, Storage, StudyRecord, TrialRecord};
+use crate::telemetry::Telemetry;
 use hpo_proto::study::{Algorithm, Scope};
 use hpo_proto::{
     Assignment, CheckpointRef, Decision, MetricValues, Outcome, StudyId, StudyState, TrialId,
@@ -21,7 +22,7 @@ use hpo_proto::{
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::time::Instant;
 
 /// A running trial's lease and what it has reported in its current attempt.
@@ -36,6 +37,8 @@ struct Lease {
     reached_target: bool,
     /// The coordinator has told it to stop (the study is ending).
     stop_sent: bool,
+    /// A user asked to stop it: the next report ends it, with this reason.
+    user_stop: Option<String>,
     /// The resource level this segment trains to.
     budget: u32,
 }
@@ -58,7 +61,7 @@ async fn proposed(
 struct Proposal {
     bracket: u32,
     budget: u32,
-    waiters: Vec<(WorkerId, AcquireReply)>,
+    waiters: Vec<(WorkerId, String, AcquireReply)>,
 }
 
 /// What an acquire gets now. Returned once per acquire and matched at once.
@@ -113,6 +116,8 @@ pub(super) struct StudyActor {
     /// Set when a stop rule fired: no new trials; running ones are stopped.
     stopping: Option<(StudyState, String)>,
     ended: bool,
+    live: broadcast::Sender<LiveEvent>,
+    telemetry: Arc<Telemetry>,
 }
 
 impl StudyActor {
@@ -123,6 +128,8 @@ impl StudyActor {
         storage: Arc<dyn Storage>,
         checkpoints: Arc<CheckpointStore>,
         lease_ttl: Duration,
+        live: broadcast::Sender<LiveEvent>,
+        telemetry: Arc<Telemetry>,
     ) -> Result<Self, EngineError> {
         let sampler = sampler::for_study(&record.spec, record.seed);
         let mut warm = Vec::new();
@@ -200,6 +207,7 @@ impl StudyActor {
                         last_step: t.last_step,
                         reached_target: false,
                         stop_sent: false,
+                        user_stop: None,
                         budget: budget_of(t, max_resource),
                     };
                     for m in points {
@@ -236,7 +244,21 @@ impl StudyActor {
             sched_done: false,
             stopping: None,
             ended: false,
+            live,
+            telemetry,
         })
+    }
+
+    /// Tells live views (the dashboard) about a trial's new state.
+    fn publish_trial(&self, number: u32, state: TrialState) {
+        let _ = self.live.send(LiveEvent {
+            study: self.record.id.0,
+            trial: Some(number),
+            kind: LiveKind::Trial,
+            state: Some(state.to_string()),
+            step: None,
+            value: None,
+        });
     }
 
     pub(super) fn id(&self) -> StudyId {
@@ -275,7 +297,11 @@ impl StudyActor {
 
     fn handle(&mut self, ev: Event) {
         match ev {
-            Event::Acquire { worker, reply } => self.acquire(worker, reply),
+            Event::Acquire {
+                worker,
+                slot,
+                reply,
+            } => self.acquire(worker, slot, reply),
             Event::Report {
                 worker,
                 number,
@@ -301,6 +327,14 @@ impl StudyActor {
                 reply,
             } => {
                 let _ = reply.send(self.on_finish(&worker, number, attempt, outcome));
+            }
+            Event::StopTrial {
+                number,
+                reason,
+                reply,
+            } => {
+                let r = self.on_stop_trial(number, &reason);
+                let _ = reply.send(r);
             }
             Event::Cancel { reply } => {
                 let r = self.begin_stop(StudyState::Cancelled, "cancelled");
@@ -329,12 +363,12 @@ impl StudyActor {
 
     /// Answers an acquire now, or once the configuration being proposed for
     /// it is ready.
-    fn acquire(&mut self, worker: WorkerId, reply: AcquireReply) {
+    fn acquire(&mut self, worker: WorkerId, slot: String, reply: AcquireReply) {
         if let Some(p) = &mut self.proposal {
-            p.waiters.push((worker, reply));
+            p.waiters.push((worker, slot, reply));
             return;
         }
-        match self.on_acquire(&worker) {
+        match self.on_acquire(&worker, &slot) {
             Ok(Acquired::Trial(a)) => {
                 let _ = reply.send(Ok(Some(a)));
             }
@@ -343,7 +377,7 @@ impl StudyActor {
             }
             Ok(Acquired::Pending) => {
                 if let Some(p) = &mut self.proposal {
-                    p.waiters.push((worker, reply));
+                    p.waiters.push((worker, slot, reply));
                 }
             }
             Err(e) => {
@@ -386,8 +420,8 @@ impl StudyActor {
                 self.sampler = Some(sampler::for_study(&self.record.spec, self.record.seed));
             }
         }
-        for (worker, reply) in proposal.waiters {
-            self.acquire(worker, reply);
+        for (worker, slot, reply) in proposal.waiters {
+            self.acquire(worker, slot, reply);
         }
         self.after_change();
     }
@@ -398,7 +432,7 @@ impl StudyActor {
         let k = self.warm.len() as u32;
         let own = if self.record.spec.search.algorithm == Algorithm::Bohb {
             // BOHB models the results at one budget, not the final values.
-            sampler::bohb_view(&self.record.spec, &self.history, &self.sched).1
+            sampler::bohb_view(&self.record.spec, &self.history, &self.sched).trials
         } else {
             self.history.clone()
         };
@@ -430,10 +464,11 @@ impl StudyActor {
             values: Vec::new(),
         });
         self.waiting += 1;
+        self.publish_trial(t.id.number, t.state);
         Ok(())
     }
 
-    fn on_acquire(&mut self, worker: &WorkerId) -> Result<Acquired, EngineError> {
+    fn on_acquire(&mut self, worker: &WorkerId, slot: &str) -> Result<Acquired, EngineError> {
         self.check_duration();
         if self.stopping.is_some() || self.ended {
             return Ok(Acquired::Nothing);
@@ -493,7 +528,7 @@ impl StudyActor {
                             budget,
                         };
                         self.add_trial(p.clone(), placement)?;
-                        return self.claim(worker, now);
+                        return self.claim(worker, slot, now);
                     }
                     let Some(mut sampler) = self.sampler.take() else {
                         return Err(EngineError::Internal("sampler missing".into()));
@@ -544,12 +579,15 @@ impl StudyActor {
                 }
             }
         }
-        self.claim(worker, now)
+        self.claim(worker, slot, now)
     }
 
     /// Leases the lowest-numbered waiting trial to `worker`.
-    fn claim(&mut self, worker: &WorkerId, now: i64) -> Result<Acquired, EngineError> {
-        let Some(t) = self.storage.claim_trial(self.record.id, worker, now)? else {
+    fn claim(&mut self, worker: &WorkerId, slot: &str, now: i64) -> Result<Acquired, EngineError> {
+        let Some(t) = self
+            .storage
+            .claim_trial(self.record.id, worker, slot, now)?
+        else {
             return Err(EngineError::Internal(format!(
                 "study {} counted a waiting trial that storage does not have",
                 self.record.id
@@ -570,6 +608,7 @@ impl StudyActor {
                 last_step: t.checkpoint.as_ref().map(|c| c.step),
                 reached_target: false,
                 stop_sent: false,
+                user_stop: None,
                 budget,
             },
         );
@@ -592,6 +631,7 @@ impl StudyActor {
 
     /// Copies a stored trial's state into the sampler's and scheduler's views.
     fn refresh(&mut self, t: &TrialRecord) {
+        self.publish_trial(t.id.number, t.state);
         let n = t.id.number as usize;
         if let Some(h) = self.history.get_mut(n) {
             *h = view(t);
@@ -675,6 +715,21 @@ impl StudyActor {
                 Decision::Continue
             });
         };
+        let _ = self.live.send(LiveEvent {
+            study: self.record.id.0,
+            trial: Some(number),
+            kind: LiveKind::Report,
+            state: None,
+            step: Some(step),
+            value: Some(v),
+        });
+        if let Some(reason) = lease.user_stop.take() {
+            observe(lease, &self.record, v);
+            let reason = format!("{reason} at step {step}");
+            self.end_trial(number, TrialState::Stopped, &reason)?;
+            self.after_change();
+            return Ok(Decision::Stop);
+        }
         if !v.is_finite() {
             let reason = format!("objective `{metric}` is {v} at step {step}");
             self.end_trial(number, TrialState::Failed, &reason)?;
@@ -730,6 +785,42 @@ impl StudyActor {
             self.after_change();
         }
         Ok(decision)
+    }
+
+    /// A user's stop: a waiting or paused trial ends now (keeping the value a
+    /// paused one reached); a running one is told to stop at its next report.
+    fn on_stop_trial(&mut self, number: u32, reason: &str) -> Result<(), EngineError> {
+        let id = self.trial_id(number);
+        let Some(state) = self.history.get(number as usize).map(|h| h.state) else {
+            return Err(EngineError::NotFound(format!("trial {id} not found")));
+        };
+        match state {
+            TrialState::Running => {
+                if let Some(lease) = self.running.get_mut(&number) {
+                    lease.user_stop = Some(reason.to_string());
+                }
+            }
+            TrialState::Waiting => {
+                let value = self.storage.trial(id)?.and_then(|t| t.value);
+                let t =
+                    self.storage
+                        .finish_trial(id, TrialState::Stopped, value, reason, now_ms())?;
+                self.waiting = self.waiting.saturating_sub(1);
+                self.refresh(&t);
+                self.drop_checkpoints(id);
+                self.after_change();
+            }
+            TrialState::Paused => {
+                self.stop_paused(number, TrialState::Stopped, reason)?;
+                self.after_change();
+            }
+            s => {
+                return Err(EngineError::FailedPrecondition(format!(
+                    "trial {id} has already ended ({s})"
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// Renews this worker's leases; returns the trials it must stop.
@@ -1046,6 +1137,8 @@ impl StudyActor {
             self.waiting += 1;
             self.history[number as usize].state = TrialState::Waiting;
             self.sched[number as usize].state = TrialState::Waiting;
+            self.publish_trial(number, TrialState::Waiting);
+            Telemetry::inc(&self.telemetry.lease_expiries);
             tracing::warn!(study = %self.record.id, trial = number, worker = %worker, "lease expired, trial requeued");
         }
         Ok(())
@@ -1123,6 +1216,14 @@ impl StudyActor {
         {
             Ok(r) => {
                 tracing::info!(study = %self.record.id, state = %state, reason, resource_used = self.resource_used, "study ended");
+                let _ = self.live.send(LiveEvent {
+                    study: self.record.id.0,
+                    trial: None,
+                    kind: LiveKind::Study,
+                    state: Some(state.to_string()),
+                    step: None,
+                    value: None,
+                });
                 self.record = r;
                 self.ended = true;
                 let keep = self.best_model.as_ref().map(|(c, _)| c);

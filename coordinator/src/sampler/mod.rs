@@ -9,7 +9,7 @@ mod random;
 mod sobol;
 mod tpe;
 
-pub use bohb::{BohbSampler, bohb_view};
+pub use bohb::{BohbSampler, BohbView, bohb_view};
 pub use gp::GpSampler;
 pub use grid::GridSampler;
 pub use random::RandomSampler;

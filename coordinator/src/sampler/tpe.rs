@@ -8,7 +8,8 @@
 //! unit cube that `space` maps onto the parameters: l(x) for the good set,
 //! g(x) for the bad. A proposal draws `N_CANDIDATES` points from l and keeps
 //! the one with the largest log l(x) − log g(x); maximising l/g maximises
-//! expected improvement under this model.
+//! expected improvement under this model. (BOHB draws the candidates with
+//! wider bandwidths than it scores them with: `sample_bandwidth_factor`.)
 //!
 //! Multivariate: a kernel is a product over the parameters, centred on one
 //! trial, so the estimator keeps the interactions between parameters that a
@@ -100,6 +101,11 @@ pub(crate) struct Options {
     /// Radius of a pending trial's penalty, in l's bandwidths; 0: none (the
     /// constant liar alone).
     pub penalty_radius: f64,
+    /// Candidates are drawn from l with its bandwidths (and categorical λ)
+    /// times this, capped at 1, while l/g is scored with the fitted ones;
+    /// above 1 the candidates spread wider than the good set (BOHB's
+    /// bandwidth factor). 1: draw from l itself.
+    pub sample_bandwidth_factor: f64,
 }
 
 impl Default for Options {
@@ -108,6 +114,7 @@ impl Default for Options {
             n_candidates: N_CANDIDATES,
             n_startup: None,
             penalty_radius: PENALTY_RADIUS,
+            sample_bandwidth_factor: 1.0,
         }
     }
 }
@@ -337,7 +344,7 @@ impl Sampler for TpeSampler {
         let mut rng = ChaCha8Rng::seed_from_u64(mix(mix(self.seed, PROPOSE_SALT), number.into()));
         let mut best: Option<(f64, Point)> = None;
         for _ in 0..self.opts.n_candidates.max(1) {
-            let p = l.sample(&mut rng);
+            let p = l.sample(&mut rng, self.opts.sample_bandwidth_factor);
             let mut score = l.log_pdf(&p) - g.log_pdf(&p);
             for q in &pending {
                 score += penalty(&p, q, &radius);
@@ -532,8 +539,9 @@ impl Parzen {
         m + s.ln()
     }
 
-    /// A draw from the mixture.
-    fn sample(&self, rng: &mut ChaCha8Rng) -> Point {
+    /// A draw from the mixture, its bandwidths and λ `widen` times the
+    /// fitted ones, capped at 1 (`widen` = 1: the mixture itself).
+    fn sample(&self, rng: &mut ChaCha8Rng, widen: f64) -> Point {
         let pick = rng.r#gen::<f64>() * (self.n as f64 + PRIOR_WEIGHT);
         let i = pick as usize;
         if i >= self.n {
@@ -548,11 +556,11 @@ impl Parzen {
         }
         let (dn, dc) = (self.dn, self.cat_sizes.len());
         let x = (0..dn)
-            .map(|d| truncated_normal(rng, self.mu[i * dn + d], self.sigma[d]))
+            .map(|d| truncated_normal(rng, self.mu[i * dn + d], (self.sigma[d] * widen).min(1.0)))
             .collect();
         let c = (0..dc)
             .map(|d| {
-                if rng.r#gen::<f64>() < self.lambda[d] {
+                if rng.r#gen::<f64>() < (self.lambda[d] * widen).min(1.0) {
                     rng.gen_range(0..self.cat_sizes[d].max(1))
                 } else {
                     self.cats[i * dc + d]

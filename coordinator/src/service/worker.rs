@@ -29,7 +29,10 @@ impl Api for WorkerService {
             )));
         }
         let worker = worker_id(req.worker_id).map_err(bad_request)?;
-        let running = self.engine.register(&worker, req.slots).map_err(status)?;
+        let running = self
+            .engine
+            .register(&worker, &req.hostname, req.slots)
+            .map_err(status)?;
         let ttl = self.engine.lease_ttl();
         Ok(Response::new(pb::RegisterResponse {
             lease_ttl_ms: ttl.as_millis() as u64,
@@ -45,7 +48,11 @@ impl Api for WorkerService {
     ) -> Result<Response<pb::AcquireTrialResponse>, Status> {
         let req = req.into_inner();
         let worker = worker_id(req.worker_id).map_err(bad_request)?;
-        let trial = self.engine.acquire(&worker).await.map_err(status)?;
+        let trial = self
+            .engine
+            .acquire(&worker, &req.slot)
+            .await
+            .map_err(status)?;
         Ok(Response::new(pb::AcquireTrialResponse {
             trial: trial.as_ref().map(Into::into),
         }))

@@ -70,17 +70,21 @@ pub fn trials_are_numbered_and_claimed_in_order(s: &dyn Storage) {
         assert_eq!(t.id.number, i);
         assert_eq!(t.state, TrialState::Waiting);
     }
-    let c = s.claim_trial(st.id, &w("w1"), 6).unwrap().unwrap();
+    let c = s.claim_trial(st.id, &w("w1"), "cpu:0", 6).unwrap().unwrap();
     assert_eq!(
         (c.id.number, c.attempt, c.state),
         (0, 1, TrialState::Running)
     );
     assert_eq!(c.worker, Some(w("w1")));
-    let c = s.claim_trial(st.id, &w("w2"), 6).unwrap().unwrap();
+    let c = s.claim_trial(st.id, &w("w2"), "cpu:0", 6).unwrap().unwrap();
     assert_eq!(c.id.number, 1);
-    let c = s.claim_trial(st.id, &w("w1"), 6).unwrap().unwrap();
+    let c = s.claim_trial(st.id, &w("w1"), "cpu:0", 6).unwrap().unwrap();
     assert_eq!(c.id.number, 2);
-    assert!(s.claim_trial(st.id, &w("w1"), 6).unwrap().is_none());
+    assert!(
+        s.claim_trial(st.id, &w("w1"), "cpu:0", 6)
+            .unwrap()
+            .is_none()
+    );
     assert!(matches!(
         s.create_trial(StudyId(999), params(0.0), Placement::default(), 1),
         Err(StorageError::NotFound(_))
@@ -99,7 +103,7 @@ pub fn claims_from_many_threads_never_collide(s: &dyn Storage) {
             let claimed = &claimed;
             scope.spawn(move || {
                 let worker = w(&format!("w{k}"));
-                while let Some(t) = s.claim_trial(st.id, &worker, 1).unwrap() {
+                while let Some(t) = s.claim_trial(st.id, &worker, "cpu:0", 1).unwrap() {
                     claimed.lock().unwrap().push(t.id.number);
                 }
             });
@@ -120,7 +124,7 @@ pub fn metrics_are_idempotent_per_attempt_and_step(s: &dyn Storage) {
         s.append_metrics(t.id, 1, 1, &values(1.0)),
         Err(StorageError::Conflict(_))
     ));
-    s.claim_trial(st.id, &w("w"), 1).unwrap();
+    s.claim_trial(st.id, &w("w"), "cpu:0", 1).unwrap();
     assert!(s.append_metrics(t.id, 1, 1, &values(1.0)).unwrap());
     assert!(!s.append_metrics(t.id, 1, 1, &values(9.0)).unwrap());
     assert!(s.append_metrics(t.id, 1, 2, &values(0.5)).unwrap());
@@ -143,7 +147,7 @@ pub fn requeue_keeps_history_and_counts_lost_leases(s: &dyn Storage) {
     let t = s
         .create_trial(st.id, params(0.5), Placement::default(), 0)
         .unwrap();
-    s.claim_trial(st.id, &w("a"), 1).unwrap();
+    s.claim_trial(st.id, &w("a"), "cpu:0", 1).unwrap();
     s.append_metrics(t.id, 1, 1, &values(1.0)).unwrap();
     let r = s
         .requeue_trial(t.id, Requeue::LeaseLost, "worker a vanished")
@@ -156,7 +160,7 @@ pub fn requeue_keeps_history_and_counts_lost_leases(s: &dyn Storage) {
         s.requeue_trial(t.id, Requeue::LeaseLost, "again"),
         Err(StorageError::Conflict(_))
     ));
-    let c = s.claim_trial(st.id, &w("b"), 2).unwrap().unwrap();
+    let c = s.claim_trial(st.id, &w("b"), "cpu:0", 2).unwrap().unwrap();
     assert_eq!((c.attempt, c.last_step), (2, None));
     s.append_metrics(t.id, 2, 1, &values(0.9)).unwrap();
     let r = s
@@ -175,7 +179,7 @@ pub fn finish_refuses_terminal_trials(s: &dyn Storage) {
     let t = s
         .create_trial(st.id, params(0.5), Placement::default(), 0)
         .unwrap();
-    s.claim_trial(st.id, &w("a"), 1).unwrap();
+    s.claim_trial(st.id, &w("a"), "cpu:0", 1).unwrap();
     let f = s
         .finish_trial(t.id, TrialState::Completed, Some(0.25), "", 9)
         .unwrap();
@@ -206,7 +210,7 @@ pub fn finish_refuses_terminal_trials(s: &dyn Storage) {
         .unwrap();
     s.finish_trial(t2.id, TrialState::Cancelled, None, "cancelled", 3)
         .unwrap();
-    assert!(s.claim_trial(st.id, &w("a"), 4).unwrap().is_none());
+    assert!(s.claim_trial(st.id, &w("a"), "cpu:0", 4).unwrap().is_none());
     assert!(matches!(
         s.finish_trial(
             TrialId {
@@ -233,9 +237,9 @@ pub fn studies_are_isolated(s: &dyn Storage) {
         .unwrap();
     assert_eq!(s.trials(a.id).unwrap().len(), 1);
     assert_eq!(s.trials(b.id).unwrap().len(), 2);
-    let c = s.claim_trial(a.id, &w("w"), 0).unwrap().unwrap();
+    let c = s.claim_trial(a.id, &w("w"), "cpu:0", 0).unwrap().unwrap();
     assert_eq!(c.id.study, a.id);
-    assert!(s.claim_trial(a.id, &w("w"), 0).unwrap().is_none());
+    assert!(s.claim_trial(a.id, &w("w"), "cpu:0", 0).unwrap().is_none());
 }
 
 pub fn pause_keeps_the_checkpoint_and_promotion_resumes_it(s: &dyn Storage) {
@@ -247,7 +251,7 @@ pub fn pause_keeps_the_checkpoint_and_promotion_resumes_it(s: &dyn Storage) {
     };
     let t = s.create_trial(st.id, params(0.5), first, 0).unwrap();
     assert_eq!(t.placement, first);
-    s.claim_trial(st.id, &w("a"), 1).unwrap();
+    s.claim_trial(st.id, &w("a"), "cpu:0", 1).unwrap();
     for step in 1..=3 {
         s.append_metrics(t.id, 1, step, &values(1.0 / step as f64))
             .unwrap();
@@ -280,7 +284,7 @@ pub fn pause_keeps_the_checkpoint_and_promotion_resumes_it(s: &dyn Storage) {
         (TrialState::Paused, Some(0.3), Some(3), Some(&ck))
     );
     // A paused trial is not claimable, and not requeueable.
-    assert!(s.claim_trial(st.id, &w("b"), 2).unwrap().is_none());
+    assert!(s.claim_trial(st.id, &w("b"), "cpu:0", 2).unwrap().is_none());
     assert!(matches!(
         s.requeue_trial(t.id, Requeue::LeaseLost, "x"),
         Err(StorageError::Conflict(_))
@@ -296,7 +300,7 @@ pub fn pause_keeps_the_checkpoint_and_promotion_resumes_it(s: &dyn Storage) {
         s.promote_trial(t.id, second),
         Err(StorageError::Conflict(_))
     ));
-    let c = s.claim_trial(st.id, &w("b"), 3).unwrap().unwrap();
+    let c = s.claim_trial(st.id, &w("b"), "cpu:0", 3).unwrap().unwrap();
     assert_eq!(
         (c.attempt, c.checkpoint.as_ref(), c.placement),
         (2, Some(&ck), second)
@@ -305,11 +309,11 @@ pub fn pause_keeps_the_checkpoint_and_promotion_resumes_it(s: &dyn Storage) {
     s.append_metrics(t.id, 2, 4, &values(0.2)).unwrap();
     let r = s.requeue_trial(t.id, Requeue::LeaseLost, "gone").unwrap();
     assert_eq!(r.checkpoint.as_ref(), Some(&ck));
-    let c = s.claim_trial(st.id, &w("c"), 4).unwrap().unwrap();
+    let c = s.claim_trial(st.id, &w("c"), "cpu:0", 4).unwrap().unwrap();
     assert_eq!((c.attempt, c.checkpoint), (3, Some(ck)));
     // A paused trial can be stopped for good (the study ends).
     let t2 = s.create_trial(st.id, params(0.1), first, 5).unwrap();
-    s.claim_trial(st.id, &w("d"), 5).unwrap();
+    s.claim_trial(st.id, &w("d"), "cpu:0", 5).unwrap();
     let ck2 = CheckpointRef {
         trial: t2.id,
         attempt: 1,
@@ -393,7 +397,7 @@ fn sled_keeps_everything_across_reopen() {
             .unwrap();
         s.create_trial(st.id, params(0.6), Placement::default(), 0)
             .unwrap();
-        s.claim_trial(st.id, &w("a"), 1).unwrap();
+        s.claim_trial(st.id, &w("a"), "cpu:0", 1).unwrap();
         s.append_metrics(t.id, 1, 1, &values(0.7)).unwrap();
         s.flush().unwrap();
         (st.id, t.id)
@@ -404,7 +408,11 @@ fn sled_keeps_everything_across_reopen() {
     assert_eq!(s.metrics(trial).unwrap()[0].values["loss"], 0.7);
     // The waiting index was rebuilt: trial 1 is still claimable.
     assert_eq!(
-        s.claim_trial(study, &w("b"), 2).unwrap().unwrap().id.number,
+        s.claim_trial(study, &w("b"), "cpu:0", 2)
+            .unwrap()
+            .unwrap()
+            .id
+            .number,
         1
     );
     assert_eq!(
@@ -426,7 +434,7 @@ fn sled_keeps_every_returned_write_without_a_flush() {
         let t = s
             .create_trial(st.id, params(i as f64 / 100.0), Placement::default(), 0)
             .unwrap();
-        s.claim_trial(st.id, &w("a"), 1).unwrap();
+        s.claim_trial(st.id, &w("a"), "cpu:0", 1).unwrap();
         for step in 1..=3 {
             s.append_metrics(t.id, 1, step, &values(step as f64))
                 .unwrap();

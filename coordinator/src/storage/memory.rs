@@ -136,6 +136,7 @@ impl Storage for MemoryStorage {
         &self,
         study: StudyId,
         worker: &WorkerId,
+        slot: &str,
         now_ms: i64,
     ) -> Result<Option<TrialRecord>> {
         let mut inner = self.lock();
@@ -153,7 +154,7 @@ impl Storage for MemoryStorage {
             return Ok(None);
         };
         let t = trial_mut(&mut inner, id)?;
-        rules::apply_claim(t, worker, now_ms);
+        rules::apply_claim(t, worker, slot, now_ms);
         let t = t.clone();
         inner.index(&t);
         Ok(Some(t))

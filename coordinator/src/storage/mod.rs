@@ -80,6 +80,86 @@ pub struct TrialRecord {
     /// The checkpoint a paused (or requeued after a pause) trial resumes from.
     #[serde(default)]
     pub checkpoint: Option<CheckpointRef>,
+    /// What happened to the trial, oldest first (absent in records of older
+    /// releases). Kept in the record so the dashboard can show a trial's
+    /// story after the coordinator restarts.
+    #[serde(default)]
+    pub events: Vec<TrialEvent>,
+}
+
+/// One change of a trial's state, as the dashboard shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrialEvent {
+    pub at_ms: i64,
+    pub kind: TrialEventKind,
+    /// The attempt it happened in (0 before the first claim).
+    pub attempt: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker: Option<WorkerId>,
+    /// The worker's slot (device), for starts and resumes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slot: Option<String>,
+    /// The step reached, for pauses and ends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step: Option<u32>,
+    /// The rung and budget, for creation, pauses and promotions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rung: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget: Option<u32>,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TrialEventKind {
+    Created,
+    /// Claimed by a worker, from the start.
+    Started,
+    /// Claimed by a worker, from a checkpoint.
+    Resumed,
+    /// Given back to the queue (lease lost, worker interrupted).
+    Requeued,
+    Paused,
+    Promoted,
+    Completed,
+    Stopped,
+    Failed,
+    Cancelled,
+}
+
+impl TrialEventKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TrialEventKind::Created => "created",
+            TrialEventKind::Started => "started",
+            TrialEventKind::Resumed => "resumed",
+            TrialEventKind::Requeued => "requeued",
+            TrialEventKind::Paused => "paused",
+            TrialEventKind::Promoted => "promoted",
+            TrialEventKind::Completed => "completed",
+            TrialEventKind::Stopped => "stopped",
+            TrialEventKind::Failed => "failed",
+            TrialEventKind::Cancelled => "cancelled",
+        }
+    }
+}
+
+impl TrialEvent {
+    fn new(kind: TrialEventKind, t: &TrialRecord, at_ms: i64) -> TrialEvent {
+        TrialEvent {
+            at_ms,
+            kind,
+            attempt: t.attempt,
+            worker: None,
+            slot: None,
+            step: None,
+            rung: None,
+            budget: None,
+            reason: String::new(),
+        }
+    }
 }
 
 /// A trial's place in its scheduler: bracket, rung index, and the resource
@@ -148,10 +228,13 @@ pub trait Storage: Send + Sync + 'static {
     /// Atomically moves the study's lowest-numbered waiting trial to running
     /// for `worker`, incrementing its attempt. Two concurrent callers never get
     /// the same trial. None when nothing waits.
+    /// `slot` names the worker's device it will run on (kept in the
+    /// trial's events).
     fn claim_trial(
         &self,
         study: StudyId,
         worker: &WorkerId,
+        slot: &str,
         now_ms: i64,
     ) -> Result<Option<TrialRecord>>;
 
@@ -252,6 +335,13 @@ pub(crate) mod rules {
     pub fn apply_pause(t: &mut TrialRecord, c: CheckpointRef, value: Option<f64>, reason: &str) {
         t.state = TrialState::Paused;
         t.last_step = Some(c.step);
+        let mut e = TrialEvent::new(TrialEventKind::Paused, t, hpo_proto::now_ms());
+        e.worker = t.worker.clone();
+        e.step = Some(c.step);
+        e.rung = Some(t.placement.rung);
+        e.budget = Some(t.placement.budget);
+        e.reason = reason.to_string();
+        t.events.push(e);
         t.checkpoint = Some(c);
         t.value = value;
         t.reason = reason.to_string();
@@ -271,6 +361,10 @@ pub(crate) mod rules {
         t.state = TrialState::Waiting;
         t.placement = placement;
         t.reason = String::new();
+        let mut e = TrialEvent::new(TrialEventKind::Promoted, t, hpo_proto::now_ms());
+        e.rung = Some(placement.rung);
+        e.budget = Some(placement.budget);
+        t.events.push(e);
     }
 
     pub fn check_requeue(t: &TrialRecord) -> Result<()> {
@@ -299,12 +393,22 @@ pub(crate) mod rules {
         Ok(())
     }
 
-    pub fn apply_claim(t: &mut TrialRecord, worker: &WorkerId, now_ms: i64) {
+    pub fn apply_claim(t: &mut TrialRecord, worker: &WorkerId, slot: &str, now_ms: i64) {
         t.state = TrialState::Running;
         t.attempt += 1;
         t.worker = Some(worker.clone());
         t.started_at_ms = now_ms;
         t.last_step = None;
+        let kind = match &t.checkpoint {
+            Some(_) => TrialEventKind::Resumed,
+            None => TrialEventKind::Started,
+        };
+        let mut e = TrialEvent::new(kind, t, now_ms);
+        e.worker = Some(worker.clone());
+        e.slot = (!slot.is_empty()).then(|| slot.to_string());
+        e.step = t.checkpoint.as_ref().map(|c| c.step);
+        e.budget = Some(t.placement.budget);
+        t.events.push(e);
     }
 
     pub fn apply_requeue(t: &mut TrialRecord, why: Requeue, reason: &str) {
@@ -313,6 +417,11 @@ pub(crate) mod rules {
             t.lost_leases += 1;
         }
         t.reason = reason.to_string();
+        let mut e = TrialEvent::new(TrialEventKind::Requeued, t, hpo_proto::now_ms());
+        e.worker = t.worker.clone();
+        e.step = t.last_step;
+        e.reason = reason.to_string();
+        t.events.push(e);
     }
 
     pub fn apply_finish(
@@ -326,6 +435,17 @@ pub(crate) mod rules {
         t.value = value;
         t.reason = reason.to_string();
         t.ended_at_ms = now_ms;
+        let kind = match state {
+            TrialState::Completed => TrialEventKind::Completed,
+            TrialState::Stopped => TrialEventKind::Stopped,
+            TrialState::Failed => TrialEventKind::Failed,
+            _ => TrialEventKind::Cancelled,
+        };
+        let mut e = TrialEvent::new(kind, t, now_ms);
+        e.worker = t.worker.clone().filter(|_| t.attempt > 0);
+        e.step = t.last_step;
+        e.reason = reason.to_string();
+        t.events.push(e);
     }
 
     pub fn new_trial(
@@ -335,7 +455,7 @@ pub(crate) mod rules {
         placement: Placement,
         now_ms: i64,
     ) -> TrialRecord {
-        TrialRecord {
+        let mut t = TrialRecord {
             schema: SCHEMA_VERSION,
             id: TrialId { study, number },
             state: TrialState::Waiting,
@@ -351,7 +471,13 @@ pub(crate) mod rules {
             ended_at_ms: 0,
             placement,
             checkpoint: None,
-        }
+            events: Vec::new(),
+        };
+        let mut e = TrialEvent::new(TrialEventKind::Created, &t, now_ms);
+        e.rung = Some(placement.rung);
+        e.budget = Some(placement.budget);
+        t.events.push(e);
+        t
     }
 
     pub fn check_end_study(s: &StudyRecord, state: StudyState) -> Result<()> {

@@ -486,6 +486,7 @@ impl Storage for SledStorage {
         &self,
         study: StudyId,
         worker: &WorkerId,
+        slot: &str,
         now_ms: i64,
     ) -> Result<Option<TrialRecord>> {
         let mut wal = self.lock();
@@ -500,7 +501,7 @@ impl Storage for SledStorage {
                 t.state
             )));
         }
-        rules::apply_claim(&mut t, worker, now_ms);
+        rules::apply_claim(&mut t, worker, slot, now_ms);
         self.save_trial(&mut wal, &t)?;
         Ok(Some(t))
     }

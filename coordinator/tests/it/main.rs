@@ -2,6 +2,8 @@
 //! by the SDK's clients acting as workers (the simulated protocol, no trainer).
 #![allow(clippy::unwrap_used)]
 
+mod browser;
+mod dashboard;
 mod errors;
 mod lifecycle;
 mod restart;
@@ -18,13 +20,36 @@ use tokio::task::JoinHandle;
 
 pub struct Server {
     pub url: String,
+    /// The dashboard's base URL, when it is served.
+    pub http: Option<String>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<Result<(), hpo_coordinator::Error>>>,
 }
 
 impl Server {
     pub async fn start(data_dir: Option<PathBuf>, lease_ttl: Duration) -> Server {
+        Server::start_with(data_dir, lease_ttl, None).await
+    }
+
+    /// A coordinator with its dashboard on another port 0.
+    pub async fn with_dashboard(config: hpo_coordinator::http::HttpConfig) -> Server {
+        Server::start_with(None, Duration::from_secs(30), Some(config)).await
+    }
+
+    async fn start_with(
+        data_dir: Option<PathBuf>,
+        lease_ttl: Duration,
+        dashboard: Option<hpo_coordinator::http::HttpConfig>,
+    ) -> Server {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let (web, http) = match dashboard {
+            Some(c) => {
+                let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                let url = format!("http://{}", l.local_addr().unwrap());
+                (Some((l, c)), Some(url))
+            }
+            None => (None, None),
+        };
         let url = format!("http://{}", listener.local_addr().unwrap());
         let (stop, stopped) = oneshot::channel::<()>();
         let config = hpo_coordinator::Config {
@@ -36,11 +61,17 @@ impl Server {
                 ..EngineConfig::default()
             },
         };
-        let task = tokio::spawn(hpo_coordinator::run(listener, config, async {
-            let _ = stopped.await;
-        }));
+        let task = tokio::spawn(hpo_coordinator::run_with_dashboard(
+            listener,
+            web,
+            config,
+            async {
+                let _ = stopped.await;
+            },
+        ));
         Server {
             url,
+            http,
             stop: Some(stop),
             task: Some(task),
         }
