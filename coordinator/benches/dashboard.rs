@@ -112,9 +112,9 @@ fn populate(storage: &dyn Storage, trials: usize, steps: u32) -> StudyId {
     record.id
 }
 
-async fn time_get(client: &reqwest::Client, url: &str) -> (Duration, usize) {
+async fn time_get(client: reqwest::Client, url: String) -> (Duration, usize) {
     let start = Instant::now();
-    let r = client.get(url).send().await.expect("request");
+    let r = client.get(&url).send().await.expect("request");
     assert!(r.status().is_success(), "{url}: {}", r.status());
     let body = r.bytes().await.expect("body");
     (start.elapsed(), body.len())
@@ -180,7 +180,7 @@ fn main() {
                 tokio::time::sleep(Duration::from_millis(300)).await;
             }
             for path in &page {
-                let (d, bytes) = time_get(&client, &format!("{base}{path}")).await;
+                let (d, bytes) = time_get(client.clone(), format!("{base}{path}")).await;
                 println!(
                     "  {label:>4}  {:>8.1} ms  {:>8} bytes  {path}",
                     d.as_secs_f64() * 1e3,
@@ -193,7 +193,7 @@ fn main() {
             let start = Instant::now();
             let futs = page
                 .iter()
-                .map(|p| time_get(&client, &format!("{base}{p}")));
+                .map(|p| time_get(client.clone(), format!("{base}{p}")));
             let results = futures_join(futs.collect()).await;
             let total: usize = results.iter().map(|r| r.1).sum();
             println!(
@@ -203,20 +203,22 @@ fn main() {
                 total
             );
         }
-        let (d, _) = time_get(&client, &format!("{base}/api/studies")).await;
+        let (d, _) = time_get(client.clone(), format!("{base}/api/studies")).await;
         println!("  studies list: {:.1} ms", d.as_secs_f64() * 1e3);
         let (d, _) = time_get(
-            &client,
-            &format!(
-                "{base}/api/studies/{id}/trials?sort=param.lr&order=desc&page=100&per_page=50"
-            ),
+            client.clone(),
+            format!("{base}/api/studies/{id}/trials?sort=param.lr&order=desc&page=100&per_page=50"),
         )
         .await;
         println!(
             "  trials table, page 100 by a parameter: {:.1} ms",
             d.as_secs_f64() * 1e3
         );
-        let (d, bytes) = time_get(&client, &format!("{base}/api/studies/{id}/trials.csv")).await;
+        let (d, bytes) = time_get(
+            client.clone(),
+            format!("{base}/api/studies/{id}/trials.csv"),
+        )
+        .await;
         println!(
             "  CSV export of every trial: {:.1} ms, {bytes} bytes",
             d.as_secs_f64() * 1e3
