@@ -459,3 +459,69 @@ async fn reports_arrive_as_server_sent_events() {
         .await
         .unwrap();
 }
+
+#[tokio::test]
+async fn a_paused_trial_stopped_from_the_dashboard_keeps_its_value_and_story() {
+    let server = Server::with_dashboard(config(DashboardAuth::Actions)).await;
+    let base = server.http.clone().unwrap();
+    let client = server.client().await;
+    let text = r#"
+name = "asha"
+seed = 5
+[objective]
+metric = "loss"
+direction = "minimize"
+[search]
+algorithm = "random"
+max_trials = 20
+max_parallel = 4
+[trainer]
+kind = "simulated"
+epochs = 9
+[schedule]
+algorithm = "asha"
+min_resource = 1
+reduction_factor = 3
+[params]
+x = { type = "float", low = 0.0, high = 1.0 }
+"#;
+    let id = client.submit(text, "asha.toml").await.unwrap();
+    let w = server.worker("pauser").await;
+    let a = w.acquire("cpu:3").await.unwrap().unwrap();
+    assert_eq!(
+        w.report(a.trial, a.attempt, 1, &loss(0.4)).await.unwrap(),
+        hpo_proto::Decision::Pause
+    );
+    w.upload_checkpoint(a.trial, a.attempt, 1, b"state")
+        .await
+        .unwrap();
+    w.finish(a.trial, a.attempt, &Outcome::Paused { step: 1 })
+        .await
+        .unwrap();
+    let n = a.trial.number;
+    let (_, v) = get(&base, &format!("/api/studies/{id}/trials/{n}")).await;
+    assert_eq!(v["trial"]["state"], "paused");
+    let (s, v) = post(
+        &base,
+        &format!("/api/studies/{id}/trials/{n}/stop"),
+        Some(TOKEN),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["state"], "stopped");
+    assert_eq!(v["value"], 0.4);
+    let (_, v) = get(&base, &format!("/api/studies/{id}/trials/{n}")).await;
+    let events: Vec<(String, Value)> = v["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["kind"].as_str().unwrap().to_string(), e.clone()))
+        .collect();
+    let kinds: Vec<&str> = events.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(kinds, vec!["created", "started", "paused", "stopped"]);
+    assert_eq!(events[1].1["slot"], "cpu:3");
+    assert_eq!(events[2].1["step"], 1);
+    assert_eq!(events[2].1["budget"], 1);
+    assert_eq!(events[3].1["reason"], "stopped from the dashboard");
+    server.stop().await;
+}
