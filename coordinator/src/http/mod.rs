@@ -14,7 +14,8 @@ use crate::engine::{Engine, EngineError};
 use crate::importance;
 use crate::storage::{StudyRecord, TrialRecord};
 use crate::telemetry::Telemetry;
-use axum::extract::{MatchedPath, Path, Query, Request, State};
+use axum::extract::{FromRequestParts, MatchedPath, Path, Query, Request, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
@@ -363,6 +364,34 @@ fn load(
     Ok((record, trials))
 }
 
+/// What most study handlers start from: the study named in the path, read
+/// access checked, its record and trials, and the query parameters.
+struct StudyView {
+    record: StudyRecord,
+    trials: Arc<Vec<TrialRecord>>,
+    query: HashMap<String, String>,
+}
+
+impl FromRequestParts<AppState> for StudyView {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let Query(query) = Params::from_request_parts(parts, state)
+            .await
+            .map_err(|e| ApiError::bad(e.body_text()))?;
+        let Path(path) = Path::<HashMap<String, String>>::from_request_parts(parts, state)
+            .await
+            .map_err(|e| ApiError::bad(e.body_text()))?;
+        let id = path.get("id").map_or("", String::as_str);
+        let (record, trials) = load(state, &parts.headers, &query, id)?;
+        Ok(StudyView {
+            record,
+            trials,
+            query,
+        })
+    }
+}
+
 // ----- pages -----
 
 const INDEX_HTML: &str = include_str!("../../assets/index.html");
@@ -422,13 +451,8 @@ async fn studies(State(state): State<AppState>, headers: HeaderMap, Query(q): Pa
     Ok(Json(json!({ "studies": out })))
 }
 
-async fn study(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    Query(q): Params,
-    Path(id): Path<String>,
-) -> ApiResult {
-    let (record, trials) = load(&state, &headers, &q, &id)?;
+async fn study(v: StudyView) -> ApiResult {
+    let StudyView { record, trials, .. } = v;
     let info = crate::engine::summarize(&record, &trials);
     let best = info
         .best
@@ -445,24 +469,14 @@ async fn study(
     })))
 }
 
-async fn history(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    Query(q): Params,
-    Path(id): Path<String>,
-) -> ApiResult {
-    let (record, trials) = load(&state, &headers, &q, &id)?;
+async fn history(v: StudyView) -> ApiResult {
+    let StudyView { record, trials, .. } = v;
     Ok(Json(views::history_json(&record, &trials)))
 }
 
-async fn curves(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    Query(q): Params,
-    Path(id): Path<String>,
-) -> ApiResult {
-    let max = int_param(&q, "max", 200, 1, 1000)?;
-    let (record, trials) = load(&state, &headers, &q, &id)?;
+async fn curves(State(state): State<AppState>, v: StudyView) -> ApiResult {
+    let max = int_param(&v.query, "max", 200, 1, 1000)?;
+    let StudyView { record, trials, .. } = v;
     let engine = state.engine.clone();
     // Reading a few hundred trials' metrics is storage work: off the runtime.
     tokio::task::spawn_blocking(move || {
@@ -509,27 +523,17 @@ fn finished_with_value(trials: &[TrialRecord]) -> Vec<&TrialRecord> {
         .collect()
 }
 
-async fn params_rows(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    Query(q): Params,
-    Path(id): Path<String>,
-) -> ApiResult {
-    let max = int_param(&q, "max", 2000, 1, 20000)?;
-    let (record, trials) = load(&state, &headers, &q, &id)?;
+async fn params_rows(v: StudyView) -> ApiResult {
+    let max = int_param(&v.query, "max", 2000, 1, 20000)?;
+    let StudyView { record, trials, .. } = v;
     let finished = finished_with_value(&trials);
     let total = finished.len();
     let picked = views::pick_trials(record.spec.objective.direction, Vec::new(), finished, max);
     Ok(Json(views::params_rows_json(&record, &picked, total)))
 }
 
-async fn importance_json(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    Query(q): Params,
-    Path(id): Path<String>,
-) -> ApiResult {
-    let (record, trials) = load(&state, &headers, &q, &id)?;
+async fn importance_json(State(state): State<AppState>, v: StudyView) -> ApiResult {
+    let StudyView { record, trials, .. } = v;
     // Completed trials only: a stopped trial's value is from a lower budget.
     let done: Vec<(&hpo_proto::Params, f64)> = trials
         .iter()
@@ -597,15 +601,14 @@ fn table<'a>(
     Ok(rows)
 }
 
-async fn trials(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    Query(q): Params,
-    Path(id): Path<String>,
-) -> ApiResult {
-    let per_page = int_param(&q, "per_page", 50, 1, 500)?;
-    let page = int_param(&q, "page", 1, 1, usize::MAX / 1000)?;
-    let (record, trials) = load(&state, &headers, &q, &id)?;
+async fn trials(v: StudyView) -> ApiResult {
+    let per_page = int_param(&v.query, "per_page", 50, 1, 500)?;
+    let page = int_param(&v.query, "page", 1, 1, usize::MAX / 1000)?;
+    let StudyView {
+        record,
+        trials,
+        query: q,
+    } = v;
     let rows = table(&record, &trials, &q)?;
     let start = (page - 1).saturating_mul(per_page).min(rows.len());
     let end = (start + per_page).min(rows.len());
@@ -647,13 +650,12 @@ fn file_stem(record: &StudyRecord) -> String {
     format!("{name}-{}-trials", record.id)
 }
 
-async fn trials_csv(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    Query(q): Params,
-    Path(id): Path<String>,
-) -> ApiResult<Response> {
-    let (record, trials) = load(&state, &headers, &q, &id)?;
+async fn trials_csv(v: StudyView) -> ApiResult<Response> {
+    let StudyView {
+        record,
+        trials,
+        query: q,
+    } = v;
     let rows = table(&record, &trials, &q)?;
     Ok(download(
         format!("{}.csv", file_stem(&record)),
@@ -662,13 +664,12 @@ async fn trials_csv(
     ))
 }
 
-async fn trials_export(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    Query(q): Params,
-    Path(id): Path<String>,
-) -> ApiResult<Response> {
-    let (record, trials) = load(&state, &headers, &q, &id)?;
+async fn trials_export(v: StudyView) -> ApiResult<Response> {
+    let StudyView {
+        record,
+        trials,
+        query: q,
+    } = v;
     let rows = table(&record, &trials, &q)?;
     let body = Value::Array(rows.iter().map(|t| views::trial_row(t)).collect()).to_string();
     Ok(download(
