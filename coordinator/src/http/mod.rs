@@ -392,6 +392,13 @@ impl FromRequestParts<AppState> for StudyView {
     }
 }
 
+impl StudyView {
+    /// The table's rows, filtered and sorted as the query asks.
+    fn rows(&self) -> Result<Vec<&TrialRecord>, ApiError> {
+        table(&self.record, &self.trials, &self.query)
+    }
+}
+
 // ----- pages -----
 
 const INDEX_HTML: &str = include_str!("../../assets/index.html");
@@ -604,12 +611,7 @@ fn table<'a>(
 async fn trials(v: StudyView) -> ApiResult {
     let per_page = int_param(&v.query, "per_page", 50, 1, 500)?;
     let page = int_param(&v.query, "page", 1, 1, usize::MAX / 1000)?;
-    let StudyView {
-        record,
-        trials,
-        query: q,
-    } = v;
-    let rows = table(&record, &trials, &q)?;
+    let rows = v.rows()?;
     let start = (page - 1).saturating_mul(per_page).min(rows.len());
     let end = (start + per_page).min(rows.len());
     Ok(Json(json!({
@@ -651,29 +653,21 @@ fn file_stem(record: &StudyRecord) -> String {
 }
 
 async fn trials_csv(v: StudyView) -> ApiResult<Response> {
-    let StudyView {
-        record,
-        trials,
-        query: q,
-    } = v;
-    let rows = table(&record, &trials, &q)?;
+    let rows = v.rows()?;
+    let record = &v.record;
     Ok(download(
-        format!("{}.csv", file_stem(&record)),
+        format!("{}.csv", file_stem(record)),
         "text/csv; charset=utf-8",
-        views::trials_csv(&record, &rows),
+        views::trials_csv(record, &rows),
     ))
 }
 
 async fn trials_export(v: StudyView) -> ApiResult<Response> {
-    let StudyView {
-        record,
-        trials,
-        query: q,
-    } = v;
-    let rows = table(&record, &trials, &q)?;
+    let rows = v.rows()?;
+    let record = &v.record;
     let body = Value::Array(rows.iter().map(|t| views::trial_row(t)).collect()).to_string();
     Ok(download(
-        format!("{}.json", file_stem(&record)),
+        format!("{}.json", file_stem(record)),
         "application/json",
         body,
     ))
