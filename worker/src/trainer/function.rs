@@ -25,7 +25,7 @@
 
 use super::{Reporter, TrainEnd, TrainError, Trainer, TrialJob};
 use crate::functions::{NAMES, TestFunction};
-use hpo_proto::{Decision, MetricValues, ParamValue, Resource};
+use hpo_proto::{Decision, MetricValues, ParamValue};
 
 pub struct FunctionTrainer;
 
@@ -179,20 +179,8 @@ fn checkpoint(step: u32) -> Vec<u8> {
 impl Trainer for FunctionTrainer {
     fn train(&self, job: &TrialJob, reporter: &mut dyn Reporter) -> Result<TrainEnd, TrainError> {
         let a = &job.assignment;
-        if a.resource != Resource::Epochs {
-            return Err(TrainError::Invalid(format!(
-                "the function trainer counts steps only; resource `{}` is not supported",
-                a.resource.as_str()
-            )));
-        }
-        let (start, budget, max) = (job.start_step(), a.budget, a.max_resource);
-        if budget > max || start > budget {
-            return Err(TrainError::Invalid(format!(
-                "a segment from step {start} to budget {budget} of {max} is out of order"
-            )));
-        }
+        let (start, budget, max) = super::step_segment(job, CHECKPOINT_PREFIX, "function")?;
         let trial = FunctionTrial::from_job(job)?;
-        super::check_step_checkpoint(job, CHECKPOINT_PREFIX, "function")?;
         for step in start + 1..=budget {
             if reporter.stop_requested() {
                 return Ok(TrainEnd::Stopped);

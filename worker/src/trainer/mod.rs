@@ -148,14 +148,36 @@ pub(crate) fn step_checkpoint(prefix: &str, step: u32) -> Vec<u8> {
     format!("{prefix}{step}").into_bytes()
 }
 
-/// Checks that `job.resume` is the step checkpoint of the step it resumes
-/// after, so a mix-up of checkpoints fails as it would for a real trainer
-/// instead of passing silently.
-pub(crate) fn check_step_checkpoint(
+/// The segment (start step, budget, max_resource) of a trainer that counts
+/// steps only and checkpoints with `step_checkpoint`: refuses another
+/// resource, a segment out of order, and a resume whose checkpoint is not
+/// of the step it resumes after.
+pub(crate) fn step_segment(
     job: &TrialJob,
     prefix: &str,
     trainer: &str,
-) -> Result<(), TrainError> {
+) -> Result<(u32, u32, u32), TrainError> {
+    let a = &job.assignment;
+    if a.resource != hpo_proto::Resource::Epochs {
+        return Err(TrainError::Invalid(format!(
+            "the {trainer} trainer counts steps only; resource `{}` is not supported",
+            a.resource.as_str()
+        )));
+    }
+    let (start, budget, max) = (job.start_step(), a.budget, a.max_resource);
+    if budget > max || start > budget {
+        return Err(TrainError::Invalid(format!(
+            "a segment from step {start} to budget {budget} of {max} is out of order"
+        )));
+    }
+    check_step_checkpoint(job, prefix, trainer)?;
+    Ok((start, budget, max))
+}
+
+/// Checks that `job.resume` is the step checkpoint of the step it resumes
+/// after, so a mix-up of checkpoints fails as it would for a real trainer
+/// instead of passing silently.
+fn check_step_checkpoint(job: &TrialJob, prefix: &str, trainer: &str) -> Result<(), TrainError> {
     let start = job.start_step();
     match &job.resume {
         None if start == 0 => Ok(()),

@@ -3,7 +3,7 @@
 //! coordinator–worker path in milliseconds and with known answers.
 
 use super::{Reporter, TrainEnd, TrainError, Trainer, TrialJob};
-use hpo_proto::{Decision, MetricValues, ParamValue, Resource};
+use hpo_proto::{Decision, MetricValues, ParamValue};
 use std::time::Duration;
 
 pub struct SimulatedTrainer;
@@ -45,20 +45,7 @@ pub fn simulated_loss(job: &TrialJob, step: u32) -> f64 {
 
 impl Trainer for SimulatedTrainer {
     fn train(&self, job: &TrialJob, reporter: &mut dyn Reporter) -> Result<TrainEnd, TrainError> {
-        let a = &job.assignment;
-        if a.resource != Resource::Epochs {
-            return Err(TrainError::Invalid(format!(
-                "the simulated trainer counts steps only; resource `{}` is not supported",
-                a.resource.as_str()
-            )));
-        }
-        let (start, budget, max) = (job.start_step(), a.budget, a.max_resource);
-        if budget > max || start > budget {
-            return Err(TrainError::Invalid(format!(
-                "a segment from step {start} to budget {budget} of {max} is out of order"
-            )));
-        }
-        super::check_step_checkpoint(job, CHECKPOINT_PREFIX, "simulated")?;
+        let (start, budget, _) = super::step_segment(job, CHECKPOINT_PREFIX, "simulated")?;
         let step_ms = Self::setting(job, "step_ms").unwrap_or(0).max(0) as u64;
         let fail_at = Self::setting(job, "fail_at_step");
         for step in start + 1..=budget {

@@ -307,28 +307,7 @@ fn function_trainer_pause_then_resume_matches_an_uninterrupted_run() {
         &[0.3, -2.0, 4.0, 7.5],
         &[("noise", Float(0.5)), ("offset", Float(1.0))],
     );
-    let mut whole = TestReporter::default();
-    assert_eq!(
-        FunctionTrainer.train(&job, &mut whole).unwrap(),
-        TrainEnd::Finished
-    );
-
-    let mut first = TestReporter {
-        pause_at: Some(2),
-        ..Default::default()
-    };
-    let TrainEnd::Paused { step, checkpoint } = FunctionTrainer.train(&job, &mut first).unwrap()
-    else {
-        panic!("expected a pause at step 2");
-    };
-    assert_eq!((step, first.steps()), (2, vec![1, 2]));
-    let mut rest = TestReporter::default();
-    let end = FunctionTrainer
-        .train(&resumed(&job, 2, &checkpoint, 6), &mut rest)
-        .unwrap();
-    assert_eq!(end, TrainEnd::Finished);
-    assert_eq!(rest.steps(), [3, 4, 5, 6]);
-    assert_eq!(rest.history(), whole.history()[2..]);
+    crate::pause_then_resume_matches_an_uninterrupted_run(&FunctionTrainer, &job);
 }
 
 #[test]

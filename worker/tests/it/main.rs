@@ -16,7 +16,7 @@ use hpo_proto::{
     TrainerConfig, TrialId,
 };
 use hpo_worker::device::Device;
-use hpo_worker::trainer::{Reporter, TrialJob};
+use hpo_worker::trainer::{Reporter, TrainEnd, Trainer, TrialJob};
 use std::cell::Cell;
 use std::path::PathBuf;
 use std::time::Instant;
@@ -153,6 +153,30 @@ pub fn resumed(job: &TrialJob, step: u32, checkpoint: &[u8], budget: u32) -> Tri
 }
 
 /// `job` with a segment budget below its maximum.
+/// A run of `job` (6 steps) paused at step 2 and resumed from its checkpoint
+/// reports what an uninterrupted run does: the step trainers' shared check.
+pub fn pause_then_resume_matches_an_uninterrupted_run(trainer: &dyn Trainer, job: &TrialJob) {
+    let mut whole = TestReporter::default();
+    assert_eq!(trainer.train(job, &mut whole).unwrap(), TrainEnd::Finished);
+
+    let mut first = TestReporter {
+        pause_at: Some(2),
+        ..Default::default()
+    };
+    let TrainEnd::Paused { step, checkpoint } = trainer.train(job, &mut first).unwrap() else {
+        panic!("expected a pause at step 2");
+    };
+    assert_eq!((step, first.steps()), (2, vec![1, 2]));
+
+    let mut rest = TestReporter::default();
+    let end = trainer
+        .train(&resumed(job, 2, &checkpoint, 6), &mut rest)
+        .unwrap();
+    assert_eq!(end, TrainEnd::Finished);
+    assert_eq!(rest.steps(), [3, 4, 5, 6]);
+    assert_eq!(rest.history(), whole.history()[2..]);
+}
+
 pub fn with_budget(job: &TrialJob, budget: u32) -> TrialJob {
     let mut next = job.clone();
     next.assignment.budget = budget;

@@ -11,30 +11,7 @@ fn simulated_job(epochs: u32) -> TrialJob {
 #[test]
 fn simulated_pause_then_resume_matches_an_uninterrupted_run() {
     let job = simulated_job(6);
-    let mut whole = TestReporter::default();
-    assert_eq!(
-        SimulatedTrainer.train(&job, &mut whole).unwrap(),
-        TrainEnd::Finished
-    );
-
-    let mut first = TestReporter {
-        pause_at: Some(2),
-        ..Default::default()
-    };
-    let TrainEnd::Paused { step, checkpoint } = SimulatedTrainer.train(&job, &mut first).unwrap()
-    else {
-        panic!("expected a pause at step 2");
-    };
-    assert_eq!(step, 2);
-    assert_eq!(first.steps(), [1, 2]);
-
-    let mut rest = TestReporter::default();
-    let end = SimulatedTrainer
-        .train(&resumed(&job, 2, &checkpoint, 6), &mut rest)
-        .unwrap();
-    assert_eq!(end, TrainEnd::Finished);
-    assert_eq!(rest.steps(), [3, 4, 5, 6]);
-    assert_eq!(rest.history(), whole.history()[2..]);
+    crate::pause_then_resume_matches_an_uninterrupted_run(&SimulatedTrainer, &job);
 }
 
 #[test]
