@@ -144,7 +144,8 @@ pub fn resource_json(record: &StudyRecord, trials: &[TrialRecord], used: u64) ->
     let max = u64::from(record.spec.schedule.max_resource);
     let started = trials
         .iter()
-        .filter(|t| t.attempt > 0 && t.state != TrialState::Waiting || t.last_step.is_some())
+        // Started and not waiting to run again, or with a step reported.
+        .filter(|t| (t.attempt > 0 && t.state != TrialState::Waiting) || t.last_step.is_some())
         .count() as u64;
     let full = started * max;
     json!({

@@ -42,18 +42,7 @@ fn float(p: &Params, k: &str) -> f64 {
 
 /// Runs `n` sequential trials, each finished before the next is proposed.
 fn run(s: &mut GpSampler, n: u32, f: &dyn Fn(&Params) -> f64) -> Vec<TrialView> {
-    let mut history = Vec::new();
-    for number in 0..n {
-        let params = s.propose(number, &history).unwrap();
-        let value = f(&params);
-        history.push(TrialView {
-            number,
-            params,
-            state: TrialState::Completed,
-            value: Some(value),
-        });
-    }
-    history
+    run_any(s, n, f)
 }
 
 fn lcg(state: &mut u64) -> f64 {
