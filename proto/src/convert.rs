@@ -236,6 +236,15 @@ impl From<&Assignment> for pb::TrialAssignment {
                 dataset: a.trainer.dataset.clone(),
                 epochs: a.trainer.epochs,
                 settings: params_to_pb(&a.trainer.settings),
+                command: a.trainer.command.clone(),
+                env: a
+                    .trainer
+                    .env
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
+                working_dir: a.trainer.working_dir.clone(),
+                param_flags: a.trainer.param_flags,
             }),
             seed: a.seed,
             metric: a.metric.clone(),
@@ -268,6 +277,10 @@ impl TryFrom<pb::TrialAssignment> for Assignment {
                 dataset: t.dataset,
                 epochs: t.epochs,
                 settings: params_from_pb(t.settings)?,
+                command: t.command,
+                env: t.env.into_iter().collect(),
+                working_dir: t.working_dir,
+                param_flags: t.param_flags,
             },
             seed: a.seed,
             metric: a.metric,
@@ -463,6 +476,10 @@ mod tests {
                 dataset: "fashion-mnist".into(),
                 epochs: 4,
                 settings: params(),
+                command: vec!["python".into(), "train.py".into(), "{budget}".into()],
+                env: [("OMP_NUM_THREADS".to_string(), "4".to_string())].into(),
+                working_dir: "runs".into(),
+                param_flags: true,
             },
             seed: 99,
             metric: "val_accuracy".into(),

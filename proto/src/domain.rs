@@ -276,12 +276,27 @@ pub struct CheckpointRef {
 
 /// The `[trainer]` table: which trainer, on what data, for how long, and the
 /// fixed (not searched) settings.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct TrainerConfig {
     pub kind: String,
     pub dataset: String,
     pub epochs: u32,
     pub settings: Params,
+    /// `kind = "command"`: the program and its arguments, placeholders
+    /// (`{budget}`, `{trial}`, ...) unfilled: the worker fills them per
+    /// segment.
+    #[serde(default)]
+    pub command: Vec<String>,
+    /// `kind = "command"`: extra environment variables.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// `kind = "command"`: the program's directory on the worker ("" for
+    /// the worker's own).
+    #[serde(default)]
+    pub working_dir: String,
+    /// `kind = "command"`: pass the parameters as `--name value` too.
+    #[serde(default)]
+    pub param_flags: bool,
 }
 
 /// Milliseconds since the Unix epoch, the one clock format stored and sent.

@@ -4,6 +4,7 @@
 //! it. `convert` turns wire messages into domain types once, with an error that
 //! names the missing or invalid field.
 
+pub mod command;
 pub mod convert;
 pub mod domain;
 pub mod study;
@@ -17,7 +18,7 @@ pub mod pb {
 
 /// Bumped on any wire change a peer of the previous version would misread.
 /// Workers announce it at registration and the coordinator refuses others.
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 
 pub use convert::ConvertError;
 pub use domain::*;

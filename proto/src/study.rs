@@ -3,6 +3,7 @@
 //! the dotted key and what was expected, e.g.
 //! `quickstart.toml: params.lr.low: must be > 0 when log = true`.
 
+use crate::command;
 use crate::domain::{Direction, ParamValue, Params, Resource, TrainerConfig};
 use crate::trainers::{self, KnownKind};
 use serde::{Deserialize, Serialize};
@@ -521,6 +522,8 @@ impl Cx<'_> {
                 ));
             }
         }
+        let names: Vec<&str> = params.keys().map(String::as_str).collect();
+        self.check_command(&trainer, &names)?;
         if kind.needs_dataset && trainer.dataset.is_empty() {
             return Err(self.err("trainer.dataset", "missing (expected a data set name)"));
         }
@@ -1023,8 +1026,17 @@ impl Cx<'_> {
             None => 0,
         };
         let mut settings = Params::new();
+        let mut config = TrainerConfig {
+            kind,
+            dataset,
+            epochs,
+            ..TrainerConfig::default()
+        };
+        self.command_keys(t, &mut config)?;
         for (k, v) in t {
-            if matches!(k.as_str(), "kind" | "dataset" | "epochs") {
+            if matches!(k.as_str(), "kind" | "dataset" | "epochs")
+                || trainers::COMMAND_KEYS.contains(&k.as_str())
+            {
                 continue;
             }
             let value = match v {
@@ -1040,12 +1052,110 @@ impl Cx<'_> {
             };
             settings.insert(k.clone(), value);
         }
-        Ok(TrainerConfig {
-            kind,
-            dataset,
-            epochs,
-            settings,
-        })
+        config.settings = settings;
+        Ok(config)
+    }
+
+    /// `command`, `env`, `working_dir` and `param_flags`: read for
+    /// `kind = "command"`, refused for any other kind. Placeholders are
+    /// checked once the parameters are known (`check_command`).
+    fn command_keys(&self, t: &toml::Table, config: &mut TrainerConfig) -> Result<(), SpecError> {
+        let p = "trainer";
+        if config.kind != "command" {
+            if let Some(k) = trainers::COMMAND_KEYS.iter().find(|k| t.contains_key(**k)) {
+                return Err(self.err(
+                    join(p, k),
+                    format!(
+                        "only trainer kind = \"command\" reads `{k}` (this trainer is `{}`)",
+                        config.kind
+                    ),
+                ));
+            }
+            return Ok(());
+        }
+        let key = join(p, "command");
+        let argv = match t.get("command") {
+            None => return Err(self.err(&key, "missing (expected an array such as [\"python\", \"train.py\", \"--epochs\", \"{budget}\"])")),
+            Some(toml::Value::Array(items)) => items
+                .iter()
+                .enumerate()
+                .map(|(i, v)| match v {
+                    toml::Value::String(s) => Ok(s.clone()),
+                    other => Err(self.err(
+                        format!("{key}[{i}]"),
+                        format!("expected a string, got {}", type_name(other)),
+                    )),
+                })
+                .collect::<Result<Vec<_>, _>>()?,
+            Some(toml::Value::String(s)) => {
+                return Err(self.err(
+                    &key,
+                    format!("expected an array of strings (the program, then each argument: no shell splits it), got the string \"{s}\""),
+                ));
+            }
+            Some(other) => {
+                return Err(self.err(&key, format!("expected an array of strings, got {}", type_name(other))));
+            }
+        };
+        if argv.first().is_none_or(|a| a.trim().is_empty()) {
+            return Err(self.err(
+                &key,
+                "must name a program (the array is empty or starts with an empty string)",
+            ));
+        }
+        config.command = argv;
+        match t.get("env") {
+            None => {}
+            Some(toml::Value::Table(vars)) => {
+                for (name, v) in vars {
+                    let vk = format!("{p}.env.{name}");
+                    if name.is_empty() || name.contains('=') || name.contains('\0') {
+                        return Err(self.err(vk, "is not a valid environment variable name"));
+                    }
+                    if name.starts_with("HPO_") || name == "CUDA_VISIBLE_DEVICES" {
+                        return Err(self.err(
+                            vk,
+                            "is set by the worker for each trial and cannot be overridden",
+                        ));
+                    }
+                    match v {
+                        toml::Value::String(s) => config.env.insert(name.clone(), s.clone()),
+                        toml::Value::Integer(i) => config.env.insert(name.clone(), i.to_string()),
+                        toml::Value::Float(f) => config.env.insert(name.clone(), f.to_string()),
+                        toml::Value::Boolean(b) => config.env.insert(name.clone(), b.to_string()),
+                        other => {
+                            return Err(self
+                                .err(vk, format!("expected a string, got {}", type_name(other))));
+                        }
+                    };
+                }
+            }
+            Some(other) => {
+                return Err(self.err(
+                    join(p, "env"),
+                    format!(
+                        "expected a table of strings such as {{ OMP_NUM_THREADS = \"4\" }}, got {}",
+                        type_name(other)
+                    ),
+                ));
+            }
+        }
+        config.working_dir = self.string(t, p, "working_dir")?.unwrap_or_default();
+        config.param_flags = self.bool(t, p, "param_flags")?.unwrap_or(false);
+        Ok(())
+    }
+
+    /// Every placeholder of `trainer.command` is known, and `{params.X}`
+    /// names a parameter of the study.
+    fn check_command(&self, trainer: &TrainerConfig, params: &[&str]) -> Result<(), SpecError> {
+        for (i, arg) in trainer.command.iter().enumerate() {
+            let key = format!("trainer.command[{i}]");
+            let names = command::placeholders(arg).map_err(|m| self.err(&key, m))?;
+            for name in names {
+                command::check_placeholder(&name, params).map_err(|m| self.err(&key, m))?;
+            }
+        }
+        Ok(())
     }
 
     fn check_setting(

@@ -292,7 +292,49 @@ pub static TRAINERS: &[TrainerInfo] = &[
             },
         ],
     },
+    TrainerInfo {
+        name: "command",
+        about: "your own program, started once per trial segment: `command` (an array: the program and its arguments, with placeholders such as {budget}), `working_dir`, `env` (a table of strings), `param_flags` (also pass --name value). It reports through the hpo SDK (Rust or Python) or by printing `hpo-metric {\"step\": 1, \"loss\": 0.5}` lines; its stdout and stderr are the trial's log",
+        needs_dataset: false,
+        open_numeric: true,
+        resources: &[Resource::Epochs, Resource::DataFraction],
+        params: &[
+            KnownParam {
+                name: "timeout",
+                kind: KnownKind::Int,
+                min: 1.0,
+                max: 31_536_000.0,
+                help: "seconds one segment may run before it is killed and the trial fails (default: no limit)",
+            },
+            KnownParam {
+                name: "stop_grace",
+                kind: KnownKind::Int,
+                min: 0.0,
+                max: 3600.0,
+                help: "seconds a program told to stop or pause has to exit before its process group is killed (default 10)",
+            },
+            KnownParam {
+                name: "max_log_kib",
+                kind: KnownKind::Int,
+                min: 1.0,
+                max: 1_048_576.0,
+                help: "the trial's log is kept to this many KiB, the oldest output dropped with a marker (default 1024)",
+            },
+        ],
+    },
+    TrainerInfo {
+        name: "external",
+        about: "trials run by an ask-and-tell client (the SDKs' `ask` and `tell`) in its own process; workers never take them",
+        needs_dataset: false,
+        open_numeric: true,
+        resources: &[Resource::Epochs],
+        params: &[],
+    },
 ];
+
+/// The keys of `[trainer]` that only `kind = "command"` reads; they travel
+/// in `TrainerConfig`'s own fields, not in `settings`.
+pub const COMMAND_KEYS: &[&str] = &["command", "env", "working_dir", "param_flags"];
 
 pub fn lookup(name: &str) -> Option<&'static TrainerInfo> {
     TRAINERS.iter().find(|t| t.name == name)

@@ -286,6 +286,7 @@ impl WorkerClient {
             .acquire_trial(pb::AcquireTrialRequest {
                 worker_id: self.id.0.clone(),
                 slot: slot.to_string(),
+                study_id: None,
             })
             .await?
             .into_inner();

@@ -86,4 +86,12 @@ impl Api for StudyService {
         let (c, bytes) = self.engine.best_model(id).await.map_err(status)?;
         Ok(Response::new(chunks(&c, &bytes)))
     }
+
+    // TODO(logs helper): read through the engine.
+    async fn get_trial_log(
+        &self,
+        _req: Request<pb::GetTrialLogRequest>,
+    ) -> Result<Response<pb::TrialLog>, Status> {
+        Err(Status::unimplemented("logs are not stored yet"))
+    }
 }

@@ -193,4 +193,12 @@ impl Api for WorkerService {
             .map_err(status)?;
         Ok(Response::new(chunks(&checkpoint, &bytes)))
     }
+
+    // TODO(logs helper): store through the engine.
+    async fn append_log(
+        &self,
+        _req: Request<pb::AppendLogRequest>,
+    ) -> Result<Response<pb::AppendLogResponse>, Status> {
+        Err(Status::unimplemented("logs are not stored yet"))
+    }
 }

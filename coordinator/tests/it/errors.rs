@@ -165,6 +165,7 @@ async fn malformed_requests_are_invalid_arguments() {
     let no_worker = pb::AcquireTrialRequest {
         worker_id: String::new(),
         slot: "cpu:0".into(),
+        study_id: None,
     };
     assert_eq!(
         r.acquire_trial(no_worker).await.unwrap_err().code(),

@@ -121,6 +121,7 @@ pub fn job_with(
                 dataset: dataset.to_string(),
                 epochs,
                 settings: to_params(settings),
+                ..Default::default()
             },
             seed,
             metric: "val_accuracy".to_string(),
