@@ -342,7 +342,7 @@ impl Worker {
             let freed = self.wake.notified();
             tokio::pin!(freed);
             freed.as_mut().enable();
-            match self.engine.acquire(&self.id, "sim").await? {
+            match self.engine.acquire(&self.id, "sim", None).await? {
                 Some(a) => {
                     self.segment(&a).await?;
                     self.wake.notify_waiters();

@@ -9,7 +9,7 @@ mod progress;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
-use hpo_proto::{StudyId, StudySpec};
+use hpo_proto::{StudyId, StudySpec, TrialId};
 use hpo_sdk::Client;
 use hpo_worker::device::DeviceSpec;
 use std::net::SocketAddr;
@@ -213,6 +213,22 @@ enum Command {
         #[arg(long, value_enum, env = "HPO_FORMAT", default_value = "table")]
         format: Format,
     },
+    /// Print a trial's log (its program's stdout and stderr, every attempt's
+    /// in turn; a long log keeps its end). With --follow, keep printing what
+    /// it logs until the trial has ended.
+    ///
+    /// Example: hpo logs 3/7 --follow
+    Logs {
+        /// The trial as STUDY/NUMBER (study id, trial number), e.g. 3/7.
+        #[arg(value_parser = parse_trial)]
+        trial: TrialId,
+        /// Keep printing new output (polling every 500 ms) until the trial
+        /// is completed, failed, stopped or cancelled.
+        #[arg(long, short = 'f')]
+        follow: bool,
+        #[arg(long, env = "HPO_COORDINATOR", default_value = DEFAULT_COORDINATOR)]
+        coordinator: String,
+    },
     /// Cancel a study: no new trials, running ones are stopped.
     ///
     /// Example: hpo cancel 3
@@ -292,6 +308,7 @@ fn main() -> ExitCode {
             | Command::Trials { .. }
             | Command::Best { .. }
             | Command::Cancel { .. }
+            | Command::Logs { .. }
             | Command::Model { .. }
             | Command::Bench(..)
             | Command::BenchSamplers(..)
@@ -469,6 +486,15 @@ async fn dispatch(command: Command) -> Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
+        Command::Logs {
+            trial,
+            follow,
+            coordinator,
+        } => {
+            let client = Client::connect(&coordinator).await?;
+            print_log(&client, trial, follow).await?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Model {
             study,
             coordinator,
@@ -487,6 +513,69 @@ async fn dispatch(command: Command) -> Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
+    }
+}
+
+/// `STUDY/NUMBER`, as `hpo logs` takes a trial.
+fn parse_trial(s: &str) -> Result<TrialId, String> {
+    let bad =
+        || format!("expected STUDY/NUMBER (a study id and a trial number, e.g. 3/7), got `{s}`");
+    let (study, number) = s.split_once('/').ok_or_else(bad)?;
+    Ok(TrialId {
+        study: StudyId(study.trim().parse().map_err(|_| bad())?),
+        number: number.trim().parse().map_err(|_| bad())?,
+    })
+}
+
+/// How often `hpo logs --follow` asks for more.
+const LOG_POLL: Duration = Duration::from_millis(500);
+
+/// `hpo logs`: the kept log, then (following) what the trial logs next,
+/// until it has ended and one more read brings nothing new.
+async fn print_log(client: &Client, trial: TrialId, follow: bool) -> Result<()> {
+    let mut offset = 0;
+    let mut ended = false;
+    loop {
+        let log = client.trial_log(trial, offset).await?;
+        let mut text = String::new();
+        // Fell behind the log's bound between two reads (a marker says so
+        // when the kept text is read from its start).
+        if offset > 0 && log.start > offset && !log.text.starts_with("[hpo: ") {
+            text.push_str(&format!(
+                "[hpo: {} bytes of output dropped]\n",
+                log.start - offset
+            ));
+        }
+        text.push_str(&log.text);
+        if !text.is_empty() {
+            use std::io::Write;
+            let mut out = std::io::stdout().lock();
+            match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+                // `hpo logs 3/7 | head`: the reader has all it wanted.
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(()),
+                r => r.context("writing the log")?,
+            }
+        }
+        offset = log.total;
+        if !follow {
+            return Ok(());
+        }
+        if log.text.is_empty() {
+            if ended {
+                return Ok(());
+            }
+            // Nothing new: has the trial ended? Then one more read after a
+            // pause, for output its worker ships after the finish.
+            ended = client
+                .trials(trial.study, false)
+                .await?
+                .iter()
+                .find(|t| t.id == trial)
+                .with_context(|| format!("trial {trial} not found"))?
+                .state
+                .is_terminal();
+        }
+        tokio::time::sleep(LOG_POLL).await;
     }
 }
 

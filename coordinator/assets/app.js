@@ -956,11 +956,63 @@ async function trialPage(pg, id, n) {
 
     drawMetrics();
 
-    logCard.hidden = d.log == null;
-    if (d.log != null) {
-      fill(logCard, h('div', { class: 'card-head' }, h('h2', null, 'Log')), h('pre', { class: 'log', id: 'trial-log' }, d.log || '(empty)'));
+    // The log has its own reads (below); a refreshed trial that shows more
+    // of it than the page has means events were missed.
+    if (d.log && d.log.total > log.total) refreshLog();
+  }
+
+  // The log: its end comes with the trial, then new output is read on from
+  // the last total whenever the trial's `log` event arrives.
+  const LOG_KEEP = 512 * 1024; // characters the page keeps
+  const logPre = h('pre', { class: 'log', id: 'trial-log' });
+  const logNote = h('span', { class: 'hint', id: 'trial-log-note' });
+  fill(logCard, h('div', { class: 'card-head' }, h('h2', null, 'Log'), logNote), logPre);
+  const log = { total: 0, start: 0, dropped: 0, shown: false, cut: false };
+  const fmtBytes = b => (b < 1024 ? `${b} B` : b < 1 << 20 ? `${(b / 1024).toFixed(1)} KiB` : `${(b / (1 << 20)).toFixed(1)} MiB`);
+  function appendLog(r) {
+    if (!r || (log.shown && !r.text)) { if (r) log.total = Math.max(log.total, r.total); return; }
+    const follow = !log.shown || logPre.scrollHeight - logPre.scrollTop - logPre.clientHeight < 24;
+    let text = r.text;
+    if (!log.shown) log.start = r.start;
+    // Fell behind the log's bound between two reads: say what was missed
+    // (a read from before what is kept starts with the server's marker).
+    else if (r.start > log.total && !text.startsWith('[hpo: ')) text = `[hpo: ${r.start - log.total} bytes of output dropped]\n${text}`;
+    let all = (log.shown ? logPre.textContent : '') + text;
+    if (all.length > LOG_KEEP) {
+      const at = all.indexOf('\n', all.length - LOG_KEEP);
+      all = all.slice(at >= 0 && at < all.length - 1 ? at + 1 : all.length - LOG_KEEP);
+      log.cut = true;
+    }
+    logPre.textContent = all;
+    log.total = r.total; log.dropped = r.dropped; log.shown = true;
+    logCard.hidden = false;
+    logCard.dataset.total = String(r.total);
+    const notes = [`${fmtBytes(log.total)} logged`];
+    if (log.dropped > 0) notes.push(`older output dropped (${fmtBytes(log.dropped)}) to keep the log within its bound, [trainer] max_log_kib`);
+    else if (log.start > 0 || log.cut) notes.push('showing its end');
+    fill(logNote, notes.join(' · '));
+    logNote.classList.toggle('log-dropped', log.dropped > 0);
+    if (follow) logPre.scrollTop = logPre.scrollHeight;
+  }
+  let logBusy = false, logAgain = false;
+  async function loadLog() {
+    if (logBusy) { logAgain = true; return; }
+    logBusy = true;
+    try {
+      do {
+        logAgain = false;
+        const r = await api(`/api/studies/${id}/trials/${n}/log?offset=${log.total}`);
+        if (!pg.alive) return;
+        appendLog(r);
+      } while (logAgain && pg.alive);
+    } catch (e) {
+      if (pg.alive) handleError(e, `the log of trial ${n}`);
+    } finally {
+      logBusy = false;
     }
   }
+  const refreshLog = pg.throttle(loadLog, 500);
+  if (first.log) appendLog(first.log);
 
   function drawMetrics() {
     const m = data.metrics || { steps: [], names: [], values: {} };
@@ -1018,7 +1070,8 @@ async function trialPage(pg, id, n) {
     report: ev => { if (ev.study === id && ev.trial === n) refresh(); },
     trial: ev => { if (ev.study === id && ev.trial === n) refresh(); },
     study: ev => { if (ev.study === id) refresh(); },
-    reconnect: refresh,
+    log: ev => { if (ev.study === id && ev.trial === n) refreshLog(); },
+    reconnect: () => { refresh(); refreshLog(); },
   });
 }
 

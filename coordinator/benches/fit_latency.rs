@@ -127,7 +127,7 @@ async fn main() {
     while ta.is_none() || tb.is_none() {
         let t0 = Instant::now();
         let got = engine
-            .acquire(&wb, "cpu:0")
+            .acquire(&wb, "cpu:0", None)
             .await
             .expect("acquire")
             .expect("a trial");
@@ -167,7 +167,7 @@ async fn main() {
         let engine = engine.clone();
         tokio::spawn(async move {
             let start = Instant::now();
-            let got = engine.acquire(&wa, "cpu:0").await.expect("acquire");
+            let got = engine.acquire(&wa, "cpu:0", None).await.expect("acquire");
             (start.elapsed(), got.map(|g| g.trial))
         })
     };

@@ -107,6 +107,8 @@ pub struct Telemetry {
     pub reports: AtomicU64,
     pub lease_expiries: AtomicU64,
     pub trials_started: AtomicU64,
+    /// Trial log text received from workers (retried chunks included).
+    pub log_bytes: AtomicU64,
     /// Engine verbs as the gRPC handlers call them, by method.
     pub grpc: HistogramVec,
     /// HTTP requests, by route.

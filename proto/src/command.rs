@@ -168,6 +168,7 @@ pub fn params_json(params: &crate::Params) -> String {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

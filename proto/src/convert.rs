@@ -443,6 +443,28 @@ impl TryFrom<pb::StudySummary> for StudyInfo {
     }
 }
 
+impl From<TrialLog> for pb::TrialLog {
+    fn from(l: TrialLog) -> Self {
+        pb::TrialLog {
+            text: l.text,
+            start: l.start,
+            total: l.total,
+            dropped: l.dropped,
+        }
+    }
+}
+
+impl From<pb::TrialLog> for TrialLog {
+    fn from(l: pb::TrialLog) -> Self {
+        TrialLog {
+            text: l.text,
+            start: l.start,
+            total: l.total,
+            dropped: l.dropped,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]

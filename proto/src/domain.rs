@@ -388,3 +388,19 @@ impl TrialCounts {
         self.completed + self.failed + self.stopped + self.cancelled
     }
 }
+
+/// What is kept of a trial's log from `start` on (its program's stdout and
+/// stderr, every attempt's in turn). `start + text.len() == total`; read
+/// on from `total`. `start` is past the offset asked for when older output
+/// was dropped to keep the log within its bound (`dropped` bytes so far),
+/// and the text then begins with a marker line saying so.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrialLog {
+    pub text: String,
+    /// Position of `text` in the trial's whole log.
+    pub start: u64,
+    /// Bytes logged so far: the offset to read on from.
+    pub total: u64,
+    /// Bytes dropped so far to keep the log within its bound.
+    pub dropped: u64,
+}

@@ -1,12 +1,25 @@
 //! A typed client for hpo coordinators. Every call returns domain types from
 //! `hpo-proto`, never wire messages, and every error says what to check.
 
+mod ask;
+mod builder;
+mod trial;
+mod wait;
+
+pub use ask::{ASK_SLOT, AskTell, AskedTrial, DROPPED_REASON};
+pub use builder::StudyBuilder;
+/// What a report's answer says to do (also the answer inside a trial).
+pub use hpo_proto::Decision;
+/// The `toml` crate `StudyBuilder::trainer` takes a table of.
+pub use toml;
+pub use trial::{Trial, TrialError};
+
 use hpo_proto::convert;
 use hpo_proto::pb::study_service_client::StudyServiceClient;
 use hpo_proto::pb::worker_service_client::WorkerServiceClient;
 use hpo_proto::{
-    Assignment, CheckpointRef, ConvertError, Decision, MetricValues, Outcome, PROTOCOL_VERSION,
-    StudyId, StudyInfo, TrialId, TrialInfo, TrialState, WorkerId, pb,
+    Assignment, CheckpointRef, ConvertError, MetricValues, Outcome, PROTOCOL_VERSION, StudyId,
+    StudyInfo, TrialId, TrialInfo, TrialState, WorkerId, pb,
 };
 use std::time::Duration;
 use tonic::transport::{Channel, Endpoint};
@@ -29,6 +42,26 @@ pub enum SdkError {
     Convert(#[from] ConvertError),
     #[error("{0}")]
     Checkpoint(String),
+    /// The coordinator refused to register this client for its protocol
+    /// version; `message` is the coordinator's, unchanged.
+    #[error("incompatible coordinator: {message} (this hpo-sdk speaks protocol version {sdk})")]
+    Incompatible {
+        sdk: u32,
+        /// The coordinator's version, when its message says it.
+        coordinator: Option<u32>,
+        message: String,
+    },
+    /// A study built with `StudyBuilder` is invalid.
+    #[error("{0}")]
+    Spec(#[from] hpo_proto::SpecError),
+    #[error("cannot read {}: {reason}", path.display())]
+    File {
+        path: std::path::PathBuf,
+        reason: String,
+    },
+    /// An asked trial has no such parameter, or not of that type.
+    #[error("parameter `{name}`: {reason}")]
+    Param { name: String, reason: String },
 }
 
 impl SdkError {
@@ -182,6 +215,26 @@ impl Client {
     /// The final model of the study's best trial (a study with
     /// `[schedule] keep_best = true`), in its trainer's checkpoint format,
     /// checked against its size and CRC-32.
+    /// What is kept of a trial's log (its program's stdout and stderr)
+    /// from position `offset` on: 0 for all of it, the last answer's
+    /// `total` to read on. `start` is past `offset` when older output was
+    /// dropped to keep the log within its bound.
+    pub async fn trial_log(&self, trial: TrialId, offset: u64) -> Result<hpo_proto::TrialLog> {
+        let r = self
+            .inner
+            .clone()
+            // A log may be kept up to 1 GiB (`max_log_kib`): past the 4 MiB
+            // default of one message.
+            .max_decoding_message_size(usize::MAX)
+            .get_trial_log(pb::GetTrialLogRequest {
+                study_id: trial.study.0,
+                number: trial.number,
+                offset,
+            })
+            .await?;
+        Ok(r.into_inner().into())
+    }
+
     pub async fn best_model(&self, id: StudyId) -> Result<(CheckpointRef, Vec<u8>)> {
         let stream = self
             .inner
@@ -270,7 +323,8 @@ impl WorkerClient {
                 hostname: hostname.to_string(),
                 slots: slots.to_vec(),
             })
-            .await?
+            .await
+            .map_err(SdkError::registration)?
             .into_inner();
         Ok(Registration {
             lease_ttl: Duration::from_millis(r.lease_ttl_ms),
@@ -385,6 +439,30 @@ impl WorkerClient {
             .await?
             .into_inner();
         Ok(CheckpointRef::try_from(r)?)
+    }
+
+    /// Appends `text`, at byte `offset` of `attempt`'s output stream, to
+    /// the trial's log. Idempotent: a retried chunk is stored once, and a
+    /// chunk past what was delivered before marks the gap. At most 1 MiB
+    /// of text per call.
+    pub async fn append_log(
+        &self,
+        trial: TrialId,
+        attempt: u32,
+        offset: u64,
+        text: &str,
+    ) -> Result<()> {
+        self.inner
+            .clone()
+            .append_log(pb::AppendLogRequest {
+                worker_id: self.id.0.clone(),
+                trial: Some(trial.into()),
+                attempt,
+                offset,
+                text: text.to_string(),
+            })
+            .await?;
+        Ok(())
     }
 
     /// Downloads the checkpoint a resumed trial's assignment names and checks

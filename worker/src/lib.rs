@@ -4,6 +4,7 @@
 pub mod data;
 pub mod device;
 pub mod functions;
+pub mod logs;
 pub mod runtime;
 pub mod table;
 pub mod trainer;

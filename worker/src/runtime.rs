@@ -5,6 +5,7 @@
 
 use crate::data::DataCache;
 use crate::device::{Device, DeviceSpec};
+use crate::logs::LogShipper;
 use crate::trainer::{Reporter, TrainEnd, Trainers, TrialJob};
 use hpo_proto::{Assignment, Decision, MetricValues, Outcome, TrialId, WorkerId};
 use hpo_sdk::{SdkError, WorkerClient};
@@ -249,10 +250,26 @@ async fn run_trial(shared: &Arc<Shared>, device: Device, assignment: Assignment)
         None => Ok(None),
         Some(c) => download(shared, attempt, c).await.map(Some),
     };
+    let max_log = match assignment.trainer.settings.get("max_log_kib") {
+        Some(hpo_proto::ParamValue::Int(k)) if *k > 0 => *k as u64,
+        _ => crate::logs::DEFAULT_MAX_LOG_KIB,
+    } * 1024;
+    let log = LogShipper::new(max_log);
+    let shipping = tokio::spawn(log.clone().run(shared.client.clone(), trial, attempt));
     let result = match resume {
-        Ok(resume) => train(shared, device, assignment, resume, stop).await,
+        Ok(resume) => train(shared, device, assignment, resume, stop, log.clone()).await,
         Err(reason) => Err(reason),
     };
+    // The log's tail (a failure's reason is in it) lands before the finish.
+    log.close();
+    let mut shipping = shipping;
+    if tokio::time::timeout(Duration::from_secs(10), &mut shipping)
+        .await
+        .is_err()
+    {
+        tracing::warn!(study = %trial.study, trial = trial.number, "coordinator did not take the rest of the log in 10 s");
+        shipping.abort();
+    }
     let interrupted = shared.interrupt.load(Ordering::SeqCst);
     let outcome = match result {
         // A trial that ran to its end is kept, shutdown or not.
@@ -289,6 +306,7 @@ async fn train(
     assignment: Assignment,
     resume: Option<Vec<u8>>,
     stop: Arc<AtomicBool>,
+    log: LogShipper,
 ) -> Result<TrainEnd, String> {
     let trial = assignment.trial;
     let attempt = assignment.attempt;
@@ -307,6 +325,7 @@ async fn train(
                 trial,
                 attempt,
                 stop: stop.clone(),
+                log,
             };
             let kind = job.assignment.trainer.kind.clone();
             let result = match thread_shared.trainers.get(&kind) {
@@ -415,6 +434,7 @@ struct RemoteReporter {
     trial: TrialId,
     attempt: u32,
     stop: Arc<AtomicBool>,
+    log: LogShipper,
 }
 
 impl Reporter for RemoteReporter {
@@ -453,5 +473,9 @@ impl Reporter for RemoteReporter {
 
     fn stop_requested(&self) -> bool {
         self.stop.load(Ordering::Relaxed) || self.shared.interrupt.load(Ordering::Relaxed)
+    }
+
+    fn log(&mut self, text: &str) {
+        self.log.push(text);
     }
 }

@@ -77,6 +77,7 @@ fn every_command_has_help_with_an_example() {
         "trials",
         "best",
         "cancel",
+        "logs",
         "model",
         "bench",
         "bench-samplers",

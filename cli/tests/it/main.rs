@@ -3,7 +3,9 @@
 #![allow(clippy::unwrap_used)]
 
 mod bench;
+mod command;
 mod commands;
+mod logs;
 mod processes;
 
 use std::path::Path;

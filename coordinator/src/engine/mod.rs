@@ -12,7 +12,7 @@ mod workers;
 pub use workers::{RunningSlot, WorkerView};
 
 use crate::checkpoints::{CheckpointError, CheckpointStore};
-use crate::storage::{Storage, StorageError, StudyRecord, TrialRecord};
+use crate::storage::{Storage, StorageError, StudyRecord, TrialLogView, TrialRecord};
 use crate::telemetry::Telemetry;
 use durable::Durable;
 use hpo_proto::study::StudySpec;
@@ -74,6 +74,9 @@ impl Default for EngineConfig {
 
 /// Bound on queued events per study: back-pressure, not a limit users meet.
 const STUDY_QUEUE: usize = 1024;
+
+/// The trainer kind of studies run by ask-and-tell clients, not workers.
+const EXTERNAL_TRAINER: &str = "external";
 
 pub(crate) enum Event {
     Acquire {
@@ -139,6 +142,8 @@ pub enum LiveKind {
     Trial,
     /// A trial reported its objective at a step.
     Report,
+    /// A trial's log grew (read on from the last total).
+    Log,
 }
 
 impl LiveKind {
@@ -147,6 +152,7 @@ impl LiveKind {
             LiveKind::Study => "study",
             LiveKind::Trial => "trial",
             LiveKind::Report => "report",
+            LiveKind::Log => "log",
         }
     }
 }
@@ -158,6 +164,9 @@ const LIVE_BUFFER: usize = 4096;
 struct StudyHandle {
     tx: mpsc::Sender<Event>,
     priority: i32,
+    /// The trainer kind is "external": only an ask-and-tell client naming
+    /// the study takes its trials, never a worker's plain acquire.
+    external: bool,
 }
 
 struct Inner {
@@ -175,7 +184,16 @@ struct Inner {
     durable: Durable,
     tasks: Mutex<Vec<JoinHandle<()>>>,
     checkpoints: Arc<CheckpointStore>,
+    /// Each study's bound on a trial's log, in bytes (its spec's, which
+    /// never changes), so an append does not decode the study record.
+    log_bounds: RwLock<BTreeMap<StudyId, u64>>,
 }
+
+/// Largest text one `append_log` may carry.
+pub const MAX_LOG_CHUNK: usize = 1 << 20;
+
+/// A trial's log bound when its study file sets no `[trainer] max_log_kib`.
+pub const DEFAULT_MAX_LOG_KIB: u64 = 1024;
 
 /// Cheap to clone; every clone drives the same engine.
 #[derive(Clone)]
@@ -203,6 +221,7 @@ impl Engine {
                 durable,
                 tasks: Mutex::new(Vec::new()),
                 checkpoints,
+                log_bounds: RwLock::new(BTreeMap::new()),
             }),
         };
         for record in storage.studies()? {
@@ -220,6 +239,7 @@ impl Engine {
 
     fn spawn_study(&self, record: StudyRecord) -> Result<(), EngineError> {
         let priority = record.spec.search.priority;
+        let external = record.spec.trainer.kind == EXTERNAL_TRAINER;
         let actor = StudyActor::load(
             record,
             self.inner.storage.clone(),
@@ -231,7 +251,14 @@ impl Engine {
         let id = actor.id();
         let (tx, rx) = mpsc::channel(STUDY_QUEUE);
         let task = tokio::spawn(actor.run(rx, self.inner.config.tick));
-        write(&self.inner.studies).insert(id, StudyHandle { tx, priority });
+        write(&self.inner.studies).insert(
+            id,
+            StudyHandle {
+                tx,
+                priority,
+                external,
+            },
+        );
         lock(&self.inner.tasks).push(task);
         Ok(())
     }
@@ -457,17 +484,36 @@ impl Engine {
 
     /// A trial for one free slot, from the studies in priority order and
     /// round-robin among equals, or None when no study has one now.
+    ///
+    /// `only`: an ask-and-tell client's acquire, from that study alone (of
+    /// any trainer kind). An unknown study is not found; an ended one gives
+    /// None, and its state says why. Without it, studies whose trainer kind
+    /// is "external" are skipped: no worker runs them.
     pub async fn acquire(
         &self,
         worker: &WorkerId,
         slot: &str,
+        only: Option<StudyId>,
     ) -> Result<Option<Assignment>, EngineError> {
         let _timer = self.inner.telemetry.grpc.time("acquire");
         let mut handles: Vec<(StudyId, StudyHandle)> = read(&self.inner.studies)
             .iter()
-            .filter(|(_, h)| !h.tx.is_closed())
+            .filter(|(id, h)| {
+                !h.tx.is_closed()
+                    && match only {
+                        Some(only) => **id == only,
+                        None => !h.external,
+                    }
+            })
             .map(|(id, h)| (*id, h.clone()))
             .collect();
+        if let Some(id) = only
+            && handles.is_empty()
+        {
+            // Not running: unknown (an error) or ended (nothing, ever).
+            self.study_state(id)?;
+            return Ok(None);
+        }
         if handles.is_empty() {
             return Ok(None);
         }
@@ -720,6 +766,100 @@ impl Engine {
     /// Checkpoints stored for a study (tests, the dashboard).
     pub fn checkpoint_count(&self, study: StudyId) -> usize {
         self.inner.checkpoints.count(study)
+    }
+
+    // ----- logs -----
+
+    /// Appends a chunk of a trial's output (its program's stdout and
+    /// stderr, at byte `offset` of `attempt`'s stream) to the trial's log,
+    /// kept within the study's `[trainer] max_log_kib`.
+    ///
+    /// Logs bypass the study task: nothing about them is decided (no
+    /// sampler, scheduler or lease reads them) and each storage verb is
+    /// atomic, so appends and reads run beside the task instead of queueing
+    /// behind reports. A trial that has ended still takes chunks (the tail
+    /// of a crashed program arrives after its finish), and chunks of an
+    /// older attempt are ignored; chunks of an attempt the trial has not
+    /// reached, or of its current attempt from another worker, are refused.
+    pub async fn append_log(
+        &self,
+        worker: &WorkerId,
+        trial: TrialId,
+        attempt: u32,
+        offset: u64,
+        text: &str,
+    ) -> Result<(), EngineError> {
+        let _timer = self.inner.telemetry.grpc.time("append_log");
+        if text.len() > MAX_LOG_CHUNK {
+            return Err(EngineError::InvalidArgument(format!(
+                "a log chunk of {} bytes is over the limit of {MAX_LOG_CHUNK}: send it in parts",
+                text.len()
+            )));
+        }
+        let max_bytes = self.log_bound(trial.study)?;
+        let t = self
+            .inner
+            .storage
+            .trial(trial)?
+            .ok_or_else(|| EngineError::NotFound(format!("trial {trial} not found")))?;
+        if attempt > t.attempt || (attempt == t.attempt && t.worker.as_ref() != Some(worker)) {
+            return Err(EngineError::FailedPrecondition(format!(
+                "trial {trial} attempt {attempt} did not run on worker {worker} (it is {}, attempt {})",
+                t.state, t.attempt
+            )));
+        }
+        self.inner
+            .storage
+            .append_log(trial, attempt, offset, text, max_bytes)?;
+        self.sync().await?;
+        self.inner
+            .telemetry
+            .log_bytes
+            .fetch_add(text.len() as u64, Ordering::Relaxed);
+        let _ = self.inner.live.send(LiveEvent {
+            study: trial.study.0,
+            trial: Some(trial.number),
+            kind: LiveKind::Log,
+            state: None,
+            step: None,
+            value: None,
+        });
+        Ok(())
+    }
+
+    /// What is kept of a trial's log from logical position `offset` on
+    /// (`start + text.len() == total`; read on from `total`). Read straight
+    /// from storage, like every other read.
+    pub fn trial_log(&self, trial: TrialId, offset: u64) -> Result<TrialLogView, EngineError> {
+        match self.inner.storage.trial_log(trial, offset) {
+            Ok(log) => Ok(log),
+            Err(StorageError::NotFound(_)) => Err(match self.inner.storage.study(trial.study)? {
+                None => EngineError::NotFound(format!("study {} not found", trial.study)),
+                Some(_) => EngineError::NotFound(format!("trial {trial} not found")),
+            }),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The study's bound on each trial's log in bytes: `[trainer]
+    /// max_log_kib`, or `DEFAULT_MAX_LOG_KIB`.
+    fn log_bound(&self, study: StudyId) -> Result<u64, EngineError> {
+        if let Some(b) = read(&self.inner.log_bounds).get(&study) {
+            return Ok(*b);
+        }
+        let record = self
+            .inner
+            .storage
+            .study(study)?
+            .ok_or_else(|| EngineError::NotFound(format!("study {study} not found")))?;
+        let kib = match record.spec.trainer.settings.get("max_log_kib") {
+            Some(hpo_proto::ParamValue::Int(k)) if *k > 0 => *k as u64,
+            Some(hpo_proto::ParamValue::Float(k)) if *k >= 1.0 => *k as u64,
+            _ => DEFAULT_MAX_LOG_KIB,
+        };
+        let bound = kib.saturating_mul(1024);
+        write(&self.inner.log_bounds).insert(study, bound);
+        Ok(bound)
     }
 
     /// A precise error for a call about a trial of a study that is not running.

@@ -67,6 +67,12 @@ pub(super) async fn render(
         "Leases that ran out (a worker went silent).",
         t.lease_expiries.load(Ordering::Relaxed),
     );
+    counter(
+        &mut out,
+        "hpo_log_bytes_total",
+        "Trial log text received from workers, in bytes (retries included).",
+        t.log_bytes.load(Ordering::Relaxed),
+    );
     header_line(
         &mut out,
         "hpo_workers_connected",

@@ -194,6 +194,7 @@ pub fn router(engine: Engine, config: HttpConfig, shutdown: watch::Receiver<bool
         .route("/api/studies/{id}/trials.csv", get(trials_csv))
         .route("/api/studies/{id}/trials.json", get(trials_export))
         .route("/api/studies/{id}/trials/{number}", get(trial))
+        .route("/api/studies/{id}/trials/{number}/log", get(trial_log))
         .route("/api/studies/{id}/cancel", post(cancel))
         .route("/api/studies/{id}/trials/{number}/stop", post(stop_trial))
         .route("/api/workers", get(workers))
@@ -690,6 +691,7 @@ async fn trial(
         .map_err(storage_error)?
         .ok_or_else(|| ApiError::not_found(format!("trial {tid} not found")))?;
     let points = storage.metrics(tid).map_err(storage_error)?;
+    let log = log_tail(&state.engine, tid)?;
     Ok(Json(json!({
         "trial": views::trial_row(&t),
         "study": {
@@ -700,8 +702,45 @@ async fn trial(
         },
         "events": views::events_json(&t.events),
         "metrics": views::metrics_json(&points),
-        "log": Value::Null,
+        "log": log,
     })))
+}
+
+/// How much of a log the trial page gets with the trial: the end.
+const LOG_TAIL: u64 = 64 << 10;
+
+/// The last `LOG_TAIL` bytes of a trial's log (from a char boundary), or
+/// null when it has none.
+fn log_tail(engine: &Engine, trial: TrialId) -> Result<Value, ApiError> {
+    let end = engine.trial_log(trial, u64::MAX)?;
+    if end.total == 0 {
+        return Ok(Value::Null);
+    }
+    let log = engine.trial_log(trial, end.total.saturating_sub(LOG_TAIL))?;
+    Ok(views::log_json(&log))
+}
+
+async fn trial_log(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(q): Params,
+    Path((id, number)): Path<(String, String)>,
+) -> ApiResult {
+    check_read(&state, &headers, &q)?;
+    let trial = TrialId {
+        study: study_id(&id)?,
+        number: trial_number(&number)?,
+    };
+    let offset = match q.get("offset").map(String::as_str) {
+        None | Some("") => 0,
+        Some(v) => v.parse::<u64>().map_err(|_| {
+            ApiError::bad(format!(
+                "offset: expected a byte position (a whole number from 0), got `{v}`"
+            ))
+        })?,
+    };
+    let log = state.engine.trial_log(trial, offset)?;
+    Ok(Json(views::log_json(&log)))
 }
 
 async fn workers(State(state): State<AppState>, headers: HeaderMap, Query(q): Params) -> ApiResult {

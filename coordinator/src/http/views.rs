@@ -487,6 +487,13 @@ pub fn params_rows_json(record: &StudyRecord, trials: &[&TrialRecord], total: us
     })
 }
 
+/// A trial's log as the API answers it.
+pub fn log_json(log: &hpo_proto::TrialLog) -> Value {
+    json!({
+        "text": log.text, "start": log.start, "total": log.total, "dropped": log.dropped,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]

@@ -1,7 +1,7 @@
 use super::{ChunkStream, chunks, status};
 use crate::engine::Engine;
-use hpo_proto::StudyId;
 use hpo_proto::pb::{self, study_service_server::StudyService as Api};
+use hpo_proto::{StudyId, TrialId};
 use tonic::{Request, Response, Status};
 
 pub struct StudyService {
@@ -87,11 +87,16 @@ impl Api for StudyService {
         Ok(Response::new(chunks(&c, &bytes)))
     }
 
-    // TODO(logs helper): read through the engine.
     async fn get_trial_log(
         &self,
-        _req: Request<pb::GetTrialLogRequest>,
+        req: Request<pb::GetTrialLogRequest>,
     ) -> Result<Response<pb::TrialLog>, Status> {
-        Err(Status::unimplemented("logs are not stored yet"))
+        let req = req.into_inner();
+        let trial = TrialId {
+            study: StudyId(req.study_id),
+            number: req.number,
+        };
+        let log = self.engine.trial_log(trial, req.offset).map_err(status)?;
+        Ok(Response::new(log.into()))
     }
 }

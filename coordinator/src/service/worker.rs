@@ -2,7 +2,7 @@ use super::{ChunkStream, bad_request, chunks, status};
 use crate::engine::Engine;
 use hpo_proto::convert::{self, trial_ref, worker_id};
 use hpo_proto::pb::{self, worker_service_server::WorkerService as Api};
-use hpo_proto::{CheckpointRef, PROTOCOL_VERSION, TrialId};
+use hpo_proto::{CheckpointRef, PROTOCOL_VERSION, StudyId, TrialId};
 use tonic::{Request, Response, Status, Streaming};
 
 pub struct WorkerService {
@@ -50,7 +50,7 @@ impl Api for WorkerService {
         let worker = worker_id(req.worker_id).map_err(bad_request)?;
         let trial = self
             .engine
-            .acquire(&worker, &req.slot)
+            .acquire(&worker, &req.slot, req.study_id.map(StudyId))
             .await
             .map_err(status)?;
         Ok(Response::new(pb::AcquireTrialResponse {
@@ -194,11 +194,20 @@ impl Api for WorkerService {
         Ok(Response::new(chunks(&checkpoint, &bytes)))
     }
 
-    // TODO(logs helper): store through the engine.
     async fn append_log(
         &self,
-        _req: Request<pb::AppendLogRequest>,
+        req: Request<pb::AppendLogRequest>,
     ) -> Result<Response<pb::AppendLogResponse>, Status> {
-        Err(Status::unimplemented("logs are not stored yet"))
+        let req = req.into_inner();
+        let worker = worker_id(req.worker_id).map_err(bad_request)?;
+        let trial = trial_ref(req.trial).map_err(bad_request)?;
+        if req.attempt == 0 {
+            return Err(bad_request(hpo_proto::ConvertError::Missing("attempt")));
+        }
+        self.engine
+            .append_log(&worker, trial, req.attempt, req.offset, &req.text)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(pb::AppendLogResponse {}))
     }
 }

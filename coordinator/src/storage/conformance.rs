@@ -242,6 +242,115 @@ pub fn studies_are_isolated(s: &dyn Storage) {
     assert!(s.claim_trial(a.id, &w("w"), "cpu:0", 0).unwrap().is_none());
 }
 
+/// Reads a log the way a follower does, from `offset`, checking the slice
+/// lines up with the total.
+fn read_log(s: &dyn Storage, t: TrialId, offset: u64) -> TrialLogView {
+    let l = s.trial_log(t, offset).unwrap();
+    assert_eq!(l.start + l.text.len() as u64, l.total, "{l:?}");
+    l
+}
+
+pub fn logs_keep_each_chunk_once_in_order(s: &dyn Storage) {
+    let st = s.create_study(spec(), String::new(), 1, 0).unwrap();
+    let t = s
+        .create_trial(st.id, params(0.5), Placement::default(), 0)
+        .unwrap();
+    let other = s
+        .create_trial(st.id, params(0.6), Placement::default(), 0)
+        .unwrap();
+    assert_eq!(read_log(s, t.id, 0), TrialLogView::default());
+    s.claim_trial(st.id, &w("a"), "cpu:0", 1).unwrap();
+    s.append_log(t.id, 1, 0, "hello\n", 1 << 20).unwrap();
+    s.append_log(t.id, 1, 6, "world\n", 1 << 20).unwrap();
+    // A retried chunk, and one overlapping what was received.
+    s.append_log(t.id, 1, 0, "hello\n", 1 << 20).unwrap();
+    s.append_log(t.id, 1, 3, "lo\nworld\nmore\n", 1 << 20)
+        .unwrap();
+    let l = read_log(s, t.id, 0);
+    assert_eq!(
+        (l.text.as_str(), l.start, l.total, l.dropped),
+        ("hello\nworld\nmore\n", 0, 17, 0)
+    );
+    // The worker dropped 3 bytes: a marker line stands for them.
+    s.append_log(t.id, 1, 20, "x\n", 1 << 20).unwrap();
+    let l = read_log(s, t.id, 12);
+    assert_eq!(l.text, "more\n[hpo: 3 bytes of output dropped]\nx\n");
+    assert_eq!(l.start, 12);
+    let total = l.total;
+    assert_eq!(read_log(s, t.id, total).text, "");
+    assert_eq!(read_log(s, t.id, total + 50).start, total);
+    // The trial ends; the next attempt's stream follows (a trial can be
+    // requeued and rerun), and the tail of the older one arriving late is
+    // ignored.
+    s.requeue_trial(t.id, Requeue::Interrupted, "").unwrap();
+    s.claim_trial(st.id, &w("b"), "cpu:0", 2).unwrap();
+    s.append_log(t.id, 2, 0, "again\n", 1 << 20).unwrap();
+    s.append_log(t.id, 1, 22, "late\n", 1 << 20).unwrap();
+    let l = read_log(s, t.id, total);
+    assert_eq!((l.text.as_str(), l.start), ("again\n", total));
+    // A finished trial's log still takes the tail of its program.
+    s.finish_trial(t.id, TrialState::Failed, None, "crashed", 3)
+        .unwrap();
+    s.append_log(t.id, 2, 6, "Traceback\n", 1 << 20).unwrap();
+    assert!(read_log(s, t.id, 0).text.ends_with("again\nTraceback\n"));
+    // Logs are per trial.
+    assert_eq!(read_log(s, other.id, 0).total, 0);
+    let unknown = TrialId {
+        study: st.id,
+        number: 77,
+    };
+    assert!(matches!(
+        s.append_log(unknown, 1, 0, "x", 1 << 20),
+        Err(StorageError::NotFound(_))
+    ));
+    assert!(matches!(
+        s.trial_log(unknown, 0),
+        Err(StorageError::NotFound(_))
+    ));
+}
+
+pub fn logs_drop_their_oldest_lines_past_the_bound(s: &dyn Storage) {
+    let st = s.create_study(spec(), String::new(), 1, 0).unwrap();
+    let t = s
+        .create_trial(st.id, params(0.5), Placement::default(), 0)
+        .unwrap();
+    s.claim_trial(st.id, &w("a"), "cpu:0", 1).unwrap();
+    let mut stream = String::new();
+    let mut follower = String::new();
+    let mut next = 0u64;
+    for i in 0..200 {
+        let chunk = format!("epoch {i:03}: loss {:.4}\n", 1.0 / (i + 1) as f64);
+        s.append_log(t.id, 1, stream.len() as u64, &chunk, 1024)
+            .unwrap();
+        stream.push_str(&chunk);
+        if i % 60 == 0 {
+            let l = read_log(s, t.id, next);
+            assert!(l.start >= next);
+            follower.push_str(&l.text);
+            next = l.total;
+        }
+    }
+    let l = read_log(s, t.id, 0);
+    assert_eq!(l.total, stream.len() as u64);
+    assert!(l.text.len() <= 1024, "{}", l.text.len());
+    let marker = format!("[hpo: earlier output dropped ({} bytes)]\n", l.dropped);
+    assert!(l.text.starts_with(&marker), "{}", l.text);
+    // Cut at a line: what follows the marker is the stream's last lines.
+    let kept = &l.text[marker.len()..];
+    assert!(kept.starts_with("epoch "), "{kept}");
+    assert!(stream.ends_with(kept));
+    assert_eq!(l.dropped as usize, stream.len() - kept.len());
+    // The follower, reading every 60 chunks, fell behind the bound: it saw
+    // markers where it missed output, and never a byte twice.
+    let l = read_log(s, t.id, next);
+    follower.push_str(&l.text);
+    assert!(follower.contains("[hpo: earlier output dropped ("));
+    assert!(follower.ends_with("epoch 199: loss 0.0050\n"));
+    for i in 0..200 {
+        assert!(follower.matches(&format!("epoch {i:03}:")).count() <= 1);
+    }
+}
+
 pub fn pause_keeps_the_checkpoint_and_promotion_resumes_it(s: &dyn Storage) {
     let st = s.create_study(spec(), String::new(), 1, 0).unwrap();
     let first = Placement {
@@ -373,6 +482,16 @@ macro_rules! suite {
                 let (s, _keep) = $make;
                 studies_are_isolated(&s);
             }
+            #[test]
+            fn logs() {
+                let (s, _keep) = $make;
+                logs_keep_each_chunk_once_in_order(&s);
+            }
+            #[test]
+            fn bounded_logs() {
+                let (s, _keep) = $make;
+                logs_drop_their_oldest_lines_past_the_bound(&s);
+            }
         }
     };
 }
@@ -477,4 +596,42 @@ fn sled_sync_mode_waits_for_sync() {
     s.sync().unwrap();
     let p = SledStorage::open(tempfile::tempdir().unwrap().path(), Durability::Process).unwrap();
     assert!(p.durable_on_return());
+}
+
+/// Log appends are in the redo log like every other verb: what `kill -9`
+/// leaves has every appended chunk, and a reopened store goes on from there.
+#[test]
+fn sled_keeps_every_returned_log_chunk_without_a_flush() {
+    let dir = tempfile::tempdir().unwrap();
+    let copy = tempfile::tempdir().unwrap();
+    let s = SledStorage::open(dir.path(), Durability::Process).unwrap();
+    let st = s.create_study(spec(), "logs".into(), 5, 0).unwrap();
+    let t = s
+        .create_trial(st.id, params(0.5), Placement::default(), 0)
+        .unwrap();
+    s.claim_trial(st.id, &w("a"), "cpu:0", 1).unwrap();
+    let mut stream = String::new();
+    for i in 0..300 {
+        let chunk = format!("line {i} ünïcode\n");
+        s.append_log(t.id, 1, stream.len() as u64, &chunk, 2048)
+            .unwrap();
+        stream.push_str(&chunk);
+    }
+    let before = s.trial_log(t.id, 0).unwrap();
+    for entry in std::fs::read_dir(dir.path()).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_type().unwrap().is_file() {
+            std::fs::copy(entry.path(), copy.path().join(entry.file_name())).unwrap();
+        }
+    }
+    let r = SledStorage::open(copy.path(), Durability::Process).unwrap();
+    assert_eq!(r.trial_log(t.id, 0).unwrap(), before);
+    // The header came back too: a retried chunk is still a duplicate.
+    r.append_log(t.id, 1, 0, "line 0 ünïcode\n", 2048).unwrap();
+    assert_eq!(r.trial_log(t.id, 0).unwrap(), before);
+    r.append_log(t.id, 1, stream.len() as u64, "end\n", 2048)
+        .unwrap();
+    let after = r.trial_log(t.id, before.total).unwrap();
+    assert_eq!((after.text.as_str(), after.start), ("end\n", before.total));
+    drop(s);
 }

@@ -1,9 +1,10 @@
 //! An in-memory backend: the reference for the conformance suite and the
 //! store for throwaway studies. One mutex makes every verb atomic.
 
+use super::log::BoundedLog;
 use super::rules;
 use super::*;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Mutex, MutexGuard};
 
 #[derive(Default)]
@@ -19,6 +20,7 @@ struct Inner {
     metrics: BTreeMap<(TrialId, u32, u32), MetricValues>,
     /// Waiting trials, so a claim does not scan a long study.
     waiting: BTreeSet<TrialId>,
+    logs: HashMap<TrialId, BoundedLog>,
 }
 
 impl Inner {
@@ -259,6 +261,35 @@ impl Storage for MemoryStorage {
         let t = t.clone();
         inner.index(&t);
         Ok(t)
+    }
+
+    fn append_log(
+        &self,
+        trial: TrialId,
+        attempt: u32,
+        offset: u64,
+        text: &str,
+        max_bytes: u64,
+    ) -> Result<()> {
+        let mut inner = self.lock();
+        trial_mut(&mut inner, trial)?;
+        inner
+            .logs
+            .entry(trial)
+            .or_default()
+            .apply(attempt, offset, text, max_bytes)?;
+        Ok(())
+    }
+
+    fn trial_log(&self, trial: TrialId, offset: u64) -> Result<TrialLogView> {
+        let inner = self.lock();
+        if !inner.trials.contains_key(&trial) {
+            return Err(StorageError::NotFound(format!("trial {trial}")));
+        }
+        match inner.logs.get(&trial) {
+            Some(log) => log.read(offset),
+            None => Ok(TrialLogView::default()),
+        }
     }
 
     /// Memory promises nothing beyond the process, and has it at once.

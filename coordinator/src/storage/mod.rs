@@ -7,11 +7,15 @@
 //! that durable when it returns, the engine's group commit
 //! (`engine::durable`) calls `sync` before any reply that acknowledges them.
 
+pub mod log;
 mod memory;
 mod sled;
 
 pub use self::memory::MemoryStorage;
 pub use self::sled::SledStorage;
+
+/// A trial's log as read: what is kept from a position on.
+pub type TrialLogView = hpo_proto::TrialLog;
 
 use hpo_proto::study::StudySpec;
 use hpo_proto::{
@@ -287,6 +291,26 @@ pub trait Storage: Send + Sync + 'static {
         reason: &str,
         now_ms: i64,
     ) -> Result<TrialRecord>;
+
+    /// Appends a chunk of `attempt`'s output stream, at byte `offset` of
+    /// that stream, to the trial's log (every attempt's streams in turn),
+    /// keeping it within `max_bytes`. Idempotent: a chunk of an older
+    /// attempt or a duplicate changes nothing, an overlapping one adds its
+    /// new suffix, and one past what was received adds a gap marker first.
+    /// The oldest text is dropped (with a marker) past the bound. Accepted
+    /// in any trial state. The rules are `log`'s.
+    fn append_log(
+        &self,
+        trial: TrialId,
+        attempt: u32,
+        offset: u64,
+        text: &str,
+        max_bytes: u64,
+    ) -> Result<()>;
+
+    /// The trial's kept log from logical position `offset` on
+    /// (`start + text.len() == total`); empty with total 0 when it has none.
+    fn trial_log(&self, trial: TrialId, offset: u64) -> Result<TrialLogView>;
 
     /// True when every verb's writes already have the backend's promised
     /// durability when it returns, so replies need not wait for `sync`.

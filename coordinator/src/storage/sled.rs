@@ -17,6 +17,7 @@
 //! so serialising them costs little and makes each verb atomic (sled's
 //! transactions cannot scan, and `claim_trial` must).
 
+use super::log::{self, LogHeader, Pieces};
 use super::rules;
 use super::*;
 use std::fs::{File, OpenOptions};
@@ -32,12 +33,18 @@ const WAL_FILE: &str = "hpo-wal.log";
 const STUDIES: u8 = 0;
 const TRIALS: u8 = 1;
 const METRICS: u8 = 2;
+const LOGS: u8 = 3;
+const LOG_TEXT: u8 = 4;
 
 pub struct SledStorage {
     db: ::sled::Db,
     studies: ::sled::Tree,
     trials: ::sled::Tree,
     metrics: ::sled::Tree,
+    /// Trial logs: the header per trial (trial key -> JSON `LogHeader`)
+    /// and the text in pieces ((trial, logical start) -> UTF-8).
+    logs: ::sled::Tree,
+    log_text: ::sled::Tree,
     /// Index of waiting trials: (study, number) -> (), so a claim does not
     /// scan every trial of a long study. Derived data: rebuilt at open, never
     /// logged.
@@ -113,6 +120,13 @@ fn metric_key(id: TrialId, attempt: u32, step: u32) -> [u8; 20] {
     let mut k = [0u8; 20];
     k[..16].copy_from_slice(&attempt_prefix(id, attempt));
     k[16..].copy_from_slice(&step.to_be_bytes());
+    k
+}
+
+fn piece_key(id: TrialId, start: u64) -> [u8; 20] {
+    let mut k = [0u8; 20];
+    k[..12].copy_from_slice(&trial_key(id));
+    k[12..].copy_from_slice(&start.to_be_bytes());
     k
 }
 
@@ -250,6 +264,8 @@ impl SledStorage {
             studies: db.open_tree("studies").map_err(backend)?,
             trials: db.open_tree("trials").map_err(backend)?,
             metrics: db.open_tree("metrics").map_err(backend)?,
+            logs: db.open_tree("logs").map_err(backend)?,
+            log_text: db.open_tree("log_text").map_err(backend)?,
             waiting: db.open_tree("waiting").map_err(backend)?,
             db,
             wal: Mutex::new(Wal {
@@ -280,6 +296,8 @@ impl SledStorage {
             STUDIES => Ok(&self.studies),
             TRIALS => Ok(&self.trials),
             METRICS => Ok(&self.metrics),
+            LOGS => Ok(&self.logs),
+            LOG_TEXT => Ok(&self.log_text),
             other => Err(StorageError::Corrupt(format!(
                 "log names unknown tree {other}"
             ))),
@@ -387,6 +405,14 @@ impl SledStorage {
             .get(study_key(id))
             .map_err(backend)?
             .map(|v| decode(&v, "study"))
+            .transpose()
+    }
+
+    fn log_header(&self, id: TrialId) -> Result<Option<LogHeader>> {
+        self.logs
+            .get(trial_key(id))
+            .map_err(backend)?
+            .map(|v| decode(&v, "log header"))
             .transpose()
     }
 
@@ -612,6 +638,62 @@ impl Storage for SledStorage {
         Ok(t)
     }
 
+    fn append_log(
+        &self,
+        trial: TrialId,
+        attempt: u32,
+        offset: u64,
+        text: &str,
+        max_bytes: u64,
+    ) -> Result<()> {
+        let mut wal = self.lock();
+        if !self
+            .trials
+            .contains_key(trial_key(trial))
+            .map_err(backend)?
+        {
+            return Err(StorageError::NotFound(format!("trial {trial}")));
+        }
+        let header = self.log_header(trial)?;
+        let pieces = SledPieces {
+            tree: &self.log_text,
+            trial,
+        };
+        let Some(edit) = log::append(header.as_ref(), &pieces, attempt, offset, text, max_bytes)?
+        else {
+            return Ok(());
+        };
+        let mut batch = Batch::default();
+        for start in edit.remove {
+            batch
+                .ops
+                .push((LOG_TEXT, piece_key(trial, start).to_vec(), None));
+        }
+        for (start, text) in edit.put {
+            batch.put(LOG_TEXT, &piece_key(trial, start), text.into_bytes());
+        }
+        batch.put(LOGS, &trial_key(trial), encode(&edit.header)?);
+        self.commit(&mut wal, batch)
+    }
+
+    fn trial_log(&self, trial: TrialId, offset: u64) -> Result<TrialLogView> {
+        if !self
+            .trials
+            .contains_key(trial_key(trial))
+            .map_err(backend)?
+        {
+            return Err(StorageError::NotFound(format!("trial {trial}")));
+        }
+        // Under the mutex: header and pieces from the same moment.
+        let _wal = self.lock();
+        let header = self.log_header(trial)?;
+        let pieces = SledPieces {
+            tree: &self.log_text,
+            trial,
+        };
+        log::read(header.as_ref(), &pieces, offset)
+    }
+
     fn durable_on_return(&self) -> bool {
         self.durability == Durability::Process
     }
@@ -628,6 +710,52 @@ impl Storage for SledStorage {
     fn flush(&self) -> Result<()> {
         let mut wal = self.lock();
         self.checkpoint(&mut wal)
+    }
+}
+
+/// One trial's log pieces in sled.
+struct SledPieces<'a> {
+    tree: &'a ::sled::Tree,
+    trial: TrialId,
+}
+
+fn piece_of(
+    r: std::result::Result<(::sled::IVec, ::sled::IVec), ::sled::Error>,
+) -> Result<(u64, String)> {
+    let (k, v) = r.map_err(backend)?;
+    let start = piece_start(&k)?;
+    let text = String::from_utf8(v.to_vec())
+        .map_err(|_| StorageError::Corrupt(format!("log piece at {start} is not UTF-8")))?;
+    Ok((start, text))
+}
+
+fn piece_start(key: &[u8]) -> Result<u64> {
+    key.get(12..20)
+        .and_then(|b| <[u8; 8]>::try_from(b).ok())
+        .map(u64::from_be_bytes)
+        .ok_or_else(|| StorageError::Corrupt("short log piece key".into()))
+}
+
+impl Pieces for SledPieces<'_> {
+    fn last(&self) -> Result<Option<(u64, String)>> {
+        self.tree
+            .scan_prefix(trial_key(self.trial))
+            .next_back()
+            .map(piece_of)
+            .transpose()
+    }
+
+    fn scan(&self, pos: u64) -> Result<log::PieceIter<'_>> {
+        let lo = piece_key(self.trial, 0);
+        let from = match self.tree.range(lo..=piece_key(self.trial, pos)).next_back() {
+            Some(r) => piece_start(&r.map_err(backend)?.0)?,
+            None => 0,
+        };
+        Ok(Box::new(
+            self.tree
+                .range(piece_key(self.trial, from)..=piece_key(self.trial, u64::MAX))
+                .map(piece_of),
+        ))
     }
 }
 

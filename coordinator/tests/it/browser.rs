@@ -402,7 +402,36 @@ async fn the_dashboard_draws_updates_live_and_refuses_actions_without_the_token(
             json!([]),
         )
         .await;
+    // Its log appears, then grows live from the trial's `log` events.
+    let w = server.worker("browser-worker").await;
+    w.append_log(running, 1, 0, "epoch 1: loss 0.9\n")
+        .await
+        .unwrap();
+    browser
+        .wait_for(
+            "the trial's log",
+            "const e = document.querySelector('#trial-log'); return e && !e.closest('[hidden]') && e.textContent === 'epoch 1: loss 0.9\\n';",
+            json!([]),
+        )
+        .await;
+    w.append_log(running, 1, 18, "epoch 2: loss 0.7\n")
+        .await
+        .unwrap();
+    browser
+        .wait_for(
+            "the log's new line",
+            "const e = document.querySelector('#trial-log'); return e && e.textContent === 'epoch 1: loss 0.9\\nepoch 2: loss 0.7\\n';",
+            json!([]),
+        )
+        .await;
     browser.screenshot(&shots, "trial").await;
+    browser
+        .js(
+            "document.querySelector('#trial-log-card').scrollIntoView(); return true;",
+            json!([]),
+        )
+        .await;
+    browser.screenshot(&shots, "trial-log").await;
     browser.goto(&format!("{base}/#/workers")).await;
     browser.ready("the workers page").await;
     browser

@@ -525,3 +525,101 @@ x = { type = "float", low = 0.0, high = 1.0 }
     assert_eq!(events[3].1["reason"], "stopped from the dashboard");
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_trials_log_is_served_with_the_trial_and_from_any_offset() {
+    let server = Server::with_dashboard(config(DashboardAuth::Actions)).await;
+    let base = server.http.clone().unwrap();
+    let id = populated(&server).await;
+    let mut stream = reqwest::get(format!("{base}/api/events?study={id}"))
+        .await
+        .unwrap();
+    let w = server.worker("dash-worker").await;
+    let t = hpo_proto::TrialId {
+        study: id,
+        number: 4,
+    };
+    // A trial that logged nothing: null with the trial, empty on its own.
+    let (s, v) = get(&base, &format!("/api/studies/{id}/trials/4")).await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(v["log"].is_null(), "{v}");
+    let (s, v) = get(&base, &format!("/api/studies/{id}/trials/4/log")).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(
+        v,
+        serde_json::json!({"text": "", "start": 0, "total": 0, "dropped": 0})
+    );
+
+    w.append_log(t, 1, 0, "épоch 1\nepoch 2\n").await.unwrap();
+    let (_, v) = get(&base, &format!("/api/studies/{id}/trials/4")).await;
+    assert_eq!(v["log"]["text"], "épоch 1\nepoch 2\n");
+    assert_eq!(v["log"]["start"], 0);
+    let total = v["log"]["total"].as_u64().unwrap();
+    assert_eq!(total, "épоch 1\nepoch 2\n".len() as u64);
+    let (_, v) = get(&base, &format!("/api/studies/{id}/trials/4/log?offset=1")).await;
+    // Inside `é`: from the next char.
+    assert_eq!(v["start"], 2);
+    let (_, v) = get(
+        &base,
+        &format!("/api/studies/{id}/trials/4/log?offset={total}"),
+    )
+    .await;
+    assert_eq!(v["text"], "");
+    assert_eq!(v["total"], total);
+
+    // The page hears of new output and reads on from its total.
+    let mut seen = String::new();
+    let found = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(chunk) = stream.chunk().await.unwrap() {
+            seen.push_str(&String::from_utf8_lossy(&chunk));
+            if seen.contains("event: log") {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    assert_eq!(found, Ok(true), "{seen}");
+    assert!(seen.contains("\"trial\":4"), "{seen}");
+
+    // The trial JSON carries the log's last 64 KiB.
+    let mut at = total;
+    let line = format!("{}\n", "x".repeat(99));
+    for _ in 0..10 {
+        let chunk = line.repeat(100);
+        w.append_log(t, 1, at, &chunk).await.unwrap();
+        at += chunk.len() as u64;
+    }
+    let (_, v) = get(&base, &format!("/api/studies/{id}/trials/4")).await;
+    let log = &v["log"];
+    assert_eq!(log["total"], at);
+    assert_eq!(log["text"].as_str().unwrap().len(), 64 << 10);
+    assert_eq!(log["start"], at - (64 << 10));
+    assert_eq!(log["dropped"], 0);
+
+    let bad = [
+        ("trials/4/log?offset=abc", StatusCode::BAD_REQUEST, "offset"),
+        ("trials/4/log?offset=-1", StatusCode::BAD_REQUEST, "`-1`"),
+        ("trials/x/log", StatusCode::BAD_REQUEST, "`x`"),
+        ("trials/77/log", StatusCode::NOT_FOUND, "not found"),
+    ];
+    for (path, status, needle) in bad {
+        refused(
+            &get(&base, &format!("/api/studies/{id}/{path}")).await,
+            status,
+            needle,
+        );
+    }
+    refused(
+        &get(&base, "/api/studies/999/trials/0/log").await,
+        StatusCode::NOT_FOUND,
+        "study 999 not found",
+    );
+    let r = reqwest::get(format!("{base}/metrics")).await.unwrap();
+    let text = r.text().await.unwrap();
+    assert!(
+        text.contains(&format!("hpo_log_bytes_total {at}")),
+        "{text}"
+    );
+    server.stop().await;
+}

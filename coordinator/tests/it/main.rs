@@ -5,7 +5,9 @@
 mod browser;
 mod dashboard;
 mod errors;
+mod external;
 mod lifecycle;
+mod logs;
 mod restart;
 mod samplers;
 mod schedule;

@@ -4,11 +4,13 @@
 //! run on the async runtime; the worker gives each slot a dedicated thread and
 //! bridges reports to the coordinator through a `Reporter`.
 
+mod command;
 mod function;
 mod mlp;
 mod simulated;
 mod table;
 
+pub use command::{CommandTrainer, pack_dir, unpack_dir};
 pub use function::{FunctionTrainer, FunctionTrial};
 pub use mlp::MlpTrainer;
 pub use simulated::SimulatedTrainer;
@@ -46,6 +48,9 @@ pub trait Reporter {
     /// True once the trial must stop (cancelled, study ended, worker shutting
     /// down). Cheap: trainers poll it between batches.
     fn stop_requested(&self) -> bool;
+    /// Appends to the trial's log (a program's stdout and stderr). Never
+    /// blocks: the worker ships the text in the background, bounded.
+    fn log(&mut self, _text: &str) {}
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -92,6 +97,7 @@ pub trait Trainer: Send + Sync {
 
 /// The built-in trainers by the name a study file's `trainer.kind` uses.
 pub struct Trainers {
+    command: CommandTrainer,
     function: FunctionTrainer,
     mlp: MlpTrainer,
     simulated: SimulatedTrainer,
@@ -101,6 +107,7 @@ pub struct Trainers {
 impl Trainers {
     pub fn new(data: Arc<DataCache>) -> Self {
         Trainers {
+            command: CommandTrainer::default(),
             function: FunctionTrainer,
             mlp: MlpTrainer::new(data),
             simulated: SimulatedTrainer,
@@ -110,6 +117,7 @@ impl Trainers {
 
     pub fn get(&self, kind: &str) -> Option<&dyn Trainer> {
         match kind {
+            "command" => Some(&self.command),
             "function" => Some(&self.function),
             "mlp" => Some(&self.mlp),
             "simulated" => Some(&self.simulated),

@@ -5,6 +5,7 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod command;
 mod data;
 mod function;
 mod mlp;
@@ -38,6 +39,8 @@ pub struct TestReporter {
     /// `stop_requested` turns true after it has been asked this many times.
     pub stop_after_polls: Option<u32>,
     polls: Cell<u32>,
+    /// Everything the trainer logged.
+    pub log: String,
 }
 
 impl TestReporter {
@@ -88,6 +91,10 @@ impl Reporter for TestReporter {
                 .stop_after_reports
                 .is_some_and(|n| self.reports.len() >= n)
             || self.stop_after_polls.is_some_and(|n| polls > n)
+    }
+
+    fn log(&mut self, text: &str) {
+        self.log.push_str(text);
     }
 }
 
