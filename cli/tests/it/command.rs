@@ -346,10 +346,11 @@ for step in range(trial.start_step + 1, trial.max_resource + 1):
 fn a_python_program_using_the_python_sdk_is_tuned_with_pauses_and_resumes() {
     let Some(venv) = python_venv() else { return };
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
-    // The package's own unit tests, in the same virtualenv.
+    // The package's own unit tests, with its client against a real `hpo`.
     let out = Command::new(venv.join("bin/python"))
         .args(["-m", "unittest", "discover", "-s"])
         .arg(root.join("sdk/python/tests"))
+        .env("HPO_BIN", env!("CARGO_BIN_EXE_hpo"))
         .output()
         .unwrap();
     assert!(
@@ -369,4 +370,129 @@ fn a_python_program_using_the_python_sdk_is_tuned_with_pauses_and_resumes() {
     );
     let trials = s.finished(&study, 9, Duration::from_secs(180));
     check_resumed(&s, &study, &trials);
+}
+
+/// The folder with Fashion-MNIST's IDX files, if this machine has it.
+fn fashion_mnist() -> Option<PathBuf> {
+    let mut roots: Vec<PathBuf> = Vec::new();
+    if let Some(d) = std::env::var_os("HPO_TEST_DATA") {
+        roots.push(PathBuf::from(d));
+    }
+    roots.push(PathBuf::from("/usr/share/datasets"));
+    let found = roots
+        .iter()
+        .map(|r| r.join("fashion-mnist"))
+        .find(|d| d.join("train-images-idx3-ubyte.gz").is_file());
+    if found.is_none() {
+        eprintln!(
+            "skipping: no fashion-mnist under {roots:?} (scripts/setup installs Debian's dataset-fashion-mnist)"
+        );
+    }
+    found
+}
+
+#[test]
+fn the_pytorch_example_tunes_a_plain_pytorch_script_with_pauses_and_resumes() {
+    let Some(venv) = python_venv() else { return };
+    let Some(data) = fashion_mnist() else { return };
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    // torch comes from the repository's .venv (scripts/setup), not PyPI.
+    let torch_site = std::fs::read_dir(root.join(".venv/lib"))
+        .ok()
+        .and_then(|mut d| d.next())
+        .and_then(|e| e.ok())
+        .map(|e| e.path().join("site-packages"))
+        .filter(|p| p.join("torch").is_dir());
+    let Some(torch_site) = torch_site else {
+        eprintln!("skipping: no torch in .venv (run scripts/setup)");
+        return;
+    };
+    let site = std::fs::read_dir(venv.join("lib"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path()
+        .join("site-packages");
+    std::fs::write(
+        site.join("hpo-test-torch.pth"),
+        format!("{}\n", torch_site.display()),
+    )
+    .unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let _server = server(
+        port,
+        &dir.path().join("data"),
+        &dir.path().join("server.log"),
+        "30s",
+    );
+    let url = format!("http://127.0.0.1:{port}");
+    let path = format!(
+        "{}:{}",
+        venv.join("bin").display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let worker_log = dir.path().join("worker.log");
+    let _worker = Proc(
+        hpo()
+            .args([
+                "worker",
+                "--coordinator",
+                &url,
+                "--devices",
+                "cpu:2",
+                "--id",
+                "w1",
+            ])
+            .current_dir(root)
+            .env("PATH", path)
+            .env("HPO_FASHION_MNIST", &data)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&worker_log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    // The example's study, smaller: 4 trials, rungs at 1 and 3 epochs.
+    let study = std::fs::read_to_string(root.join("examples/pytorch_mnist/study.toml"))
+        .unwrap()
+        .replace("max_trials = 12", "max_trials = 4")
+        .replace("epochs = 6", "epochs = 3")
+        .replace("\"10000\"]", "\"3000\", \"--val-subset\", \"1000\"]");
+    assert!(
+        study.contains("max_trials = 4") && study.contains("\"3000\""),
+        "the example changed: {study}"
+    );
+    let file = dir.path().join("study.toml");
+    std::fs::write(&file, study).unwrap();
+    let out = hpo()
+        .args(["submit", "--coordinator", &url])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let id = text(&out.stdout).trim().to_string();
+    let trials = wait_trials(&url, &id, Duration::from_secs(400), |t| {
+        t.len() == 4
+            && t.iter().all(|t| {
+                ["completed", "stopped", "failed"].contains(&t["state"].as_str().unwrap_or(""))
+            })
+    });
+    let log = std::fs::read_to_string(&worker_log).unwrap_or_default();
+    assert_eq!(count(&trials, "failed"), 0, "{trials:?}\n{log}");
+    assert!(count(&trials, "completed") >= 1, "{trials:?}");
+    let best = trials
+        .iter()
+        .filter_map(|t| t["value"].as_f64())
+        .fold(0.0, f64::max);
+    assert!(best > 0.6, "best val_accuracy {best}: {trials:?}");
+    let resumed = trials.iter().find(|t| t["state"] == "completed").unwrap();
+    let n = resumed["number"].as_u64().unwrap();
+    let out = run(&["logs", &format!("{id}/{n}"), "--coordinator", &url]);
+    let trial_log = text(&out.stdout);
+    assert!(
+        trial_log.contains("resuming after step 1"),
+        "a completed trial was paused at the first rung and resumed:\n{trial_log}"
+    );
 }
