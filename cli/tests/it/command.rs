@@ -35,23 +35,7 @@ impl Setup {
     fn submit(&self, name: &str, toml: &str) -> String {
         let path = self.dir.path().join(format!("{name}.toml"));
         std::fs::write(&path, toml).unwrap();
-        let start = Instant::now();
-        loop {
-            let out = hpo()
-                .args(["submit", "--coordinator", &self.url])
-                .arg(&path)
-                .output()
-                .unwrap();
-            if out.status.success() {
-                return text(&out.stdout).trim().to_string();
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(10),
-                "{}",
-                text(&out.stderr)
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        submit(&self.url, &path)
     }
 
     fn finished(&self, study: &str, n: usize, limit: Duration) -> Vec<serde_json::Value> {

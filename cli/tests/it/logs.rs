@@ -6,27 +6,6 @@ use hpo_proto::{Assignment, Outcome, WorkerId};
 use hpo_sdk::WorkerClient;
 use std::io::Read;
 
-/// Submits `study` once the server answers; its id.
-fn submit_when_up(url: &str, study: &Path) -> String {
-    let start = Instant::now();
-    loop {
-        let out = hpo()
-            .args(["submit", "--coordinator", url])
-            .arg(study)
-            .output()
-            .unwrap();
-        if out.status.success() {
-            return text(&out.stdout).trim().to_string();
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "{}",
-            text(&out.stderr)
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 #[test]
 fn hpo_logs_prints_a_trials_log_and_follow_ends_with_the_trial() {
     let dir = tempfile::tempdir().unwrap();
@@ -39,7 +18,7 @@ fn hpo_logs_prints_a_trials_log_and_follow_ends_with_the_trial() {
         "30s",
     );
     let study = sim_study(dir.path(), 2, 3, 0);
-    let id = submit_when_up(&url, &study);
+    let id = submit(&url, &study);
     let rt = tokio::runtime::Runtime::new().unwrap();
     let (w, a): (WorkerClient, Assignment) = rt.block_on(async {
         let channel = hpo_sdk::connect(&url).await.unwrap();

@@ -206,3 +206,25 @@ pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
     let body = out.split_once("\r\n\r\n").map(|(_, b)| b.to_string())?;
     Some((status, body))
 }
+
+/// Submits `study` with `hpo submit`, retrying while the server starts;
+/// the study id it prints.
+pub fn submit(url: &str, study: &Path) -> String {
+    let start = Instant::now();
+    loop {
+        let out = hpo()
+            .args(["submit", "--coordinator", url])
+            .arg(study)
+            .output()
+            .unwrap();
+        if out.status.success() {
+            return text(&out.stdout).trim().to_string();
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "{}",
+            text(&out.stderr)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

@@ -130,26 +130,6 @@ fn sigterm_makes_a_worker_hand_its_trials_back_at_once() {
     assert!(done.iter().any(|t| t["attempt"] == 2));
 }
 
-fn submit(url: &str, study: &Path) -> String {
-    let start = Instant::now();
-    loop {
-        let out = hpo()
-            .args(["submit", "--coordinator", url])
-            .arg(study)
-            .output()
-            .unwrap();
-        if out.status.success() {
-            return text(&out.stdout).trim().to_string();
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "{}",
-            text(&out.stderr)
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 #[test]
 fn a_worker_process_killed_mid_trial_has_its_trial_run_again_elsewhere() {
     let env = Setup::start("2s");

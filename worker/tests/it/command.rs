@@ -2,9 +2,10 @@
 //! (hpo-sdk), and shell scripts for the cases an SDK user never writes on
 //! purpose (crashes, ignored stops, output-only reporting).
 
-use crate::{TestReporter, pause_then_resume_matches_an_uninterrupted_run, resumed, with_budget};
-use hpo_proto::{Assignment, ParamValue, Resource, StudyId, TrainerConfig, TrialId};
-use hpo_worker::device::Device;
+use crate::{
+    TestReporter, job_with, pause_then_resume_matches_an_uninterrupted_run, resumed, with_budget,
+};
+use hpo_proto::ParamValue;
 use hpo_worker::trainer::{CommandTrainer, TrainEnd, Trainer, TrialJob};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -25,37 +26,20 @@ fn sdk_trial() -> PathBuf {
     path
 }
 
+/// A trial of `command` with parameter x = 0.5, reporting `loss`.
 fn command_job(command: &[&str], epochs: u32, settings: &[(&str, ParamValue)]) -> TrialJob {
-    TrialJob {
-        assignment: Assignment {
-            trial: TrialId {
-                study: StudyId(4),
-                number: 2,
-            },
-            attempt: 0,
-            study_name: "cmd".into(),
-            params: [("x".to_string(), ParamValue::Float(0.5))].into(),
-            trainer: TrainerConfig {
-                kind: "command".into(),
-                epochs,
-                settings: settings
-                    .iter()
-                    .map(|(k, v)| (k.to_string(), v.clone()))
-                    .collect(),
-                command: command.iter().map(|s| s.to_string()).collect(),
-                ..Default::default()
-            },
-            seed: 11,
-            metric: "loss".into(),
-            resource: Resource::Epochs,
-            budget: epochs,
-            max_resource: epochs,
-            resume: None,
-            save_final: false,
-        },
-        device: Device::Cpu(0),
-        resume: None,
-    }
+    let mut job = job_with("", epochs, 11, &[("x", ParamValue::Float(0.5))], settings);
+    job.assignment.trainer.kind = "command".into();
+    job.assignment.trainer.command = command.iter().map(|s| s.to_string()).collect();
+    job.assignment.metric = "loss".into();
+    job
+}
+
+/// The reason a trial of `job` fails.
+fn failure(t: &CommandTrainer, job: &TrialJob) -> String {
+    t.train(job, &mut TestReporter::default())
+        .unwrap_err()
+        .to_string()
 }
 
 fn trainer() -> (CommandTrainer, tempfile::TempDir) {
@@ -207,12 +191,12 @@ fn placeholders_env_and_flags_reach_the_program() {
         r.log
     );
     assert!(
-        r.log.contains("args: 2/1/0.5 {lit} --x 0.5\n"),
+        r.log.contains("args: 0/1/0.5 {lit} --x 0.5\n"),
         "log:\n{}",
         r.log
     );
     assert!(
-        r.log.contains("env: 2 1 {\"x\":0.5} mine []\n"),
+        r.log.contains("env: 0 1 {\"x\":0.5} mine []\n"),
         "log:\n{}",
         r.log
     );
@@ -241,34 +225,22 @@ fn a_crash_fails_the_trial_with_the_tail_of_its_log() {
         3,
         &[],
     );
-    let err = t
-        .train(&job, &mut TestReporter::default())
-        .unwrap_err()
-        .to_string();
+    let err = failure(&t, &job);
     assert!(err.contains("ran out of memory"), "{err}");
 
     let job = command_job(&["sh", "-c", "kill -9 $$"], 3, &[]);
-    let err = t
-        .train(&job, &mut TestReporter::default())
-        .unwrap_err()
-        .to_string();
+    let err = failure(&t, &job);
     assert!(
         err.contains("SIGKILL") && err.contains("out-of-memory"),
         "{err}"
     );
 
     let job = command_job(&["/nonexistent/trainer"], 3, &[]);
-    let err = t
-        .train(&job, &mut TestReporter::default())
-        .unwrap_err()
-        .to_string();
+    let err = failure(&t, &job);
     assert!(err.contains("cannot start `/nonexistent/trainer`"), "{err}");
 
     let job = command_job(&["sh", "-c", "echo hi"], 3, &[]);
-    let err = t
-        .train(&job, &mut TestReporter::default())
-        .unwrap_err()
-        .to_string();
+    let err = failure(&t, &job);
     assert!(
         err.contains("without reporting a metric") && err.contains("hi"),
         "{err}"
@@ -324,10 +296,7 @@ fn a_segment_past_its_timeout_fails() {
         &[("timeout", ParamValue::Int(1))],
     );
     let started = Instant::now();
-    let err = t
-        .train(&job, &mut TestReporter::default())
-        .unwrap_err()
-        .to_string();
+    let err = failure(&t, &job);
     assert!(
         err.contains("timed out after 1s") && err.contains("working"),
         "{err}"
