@@ -92,6 +92,17 @@ impl SdkError {
 
 impl From<tonic::Status> for SdkError {
     fn from(s: tonic::Status) -> Self {
+        // A call the coordinator has no handler for: it is an older release.
+        if s.code() == tonic::Code::Unimplemented {
+            return SdkError::Incompatible {
+                sdk: PROTOCOL_VERSION,
+                coordinator: None,
+                message: format!(
+                    "it does not know this call, so it is older than this hpo-sdk ({})",
+                    s.message()
+                ),
+            };
+        }
         SdkError::Status(s)
     }
 }
@@ -495,3 +506,23 @@ impl WorkerClient {
 
 /// Size of the data chunks of a checkpoint upload.
 const CHECKPOINT_CHUNK: usize = 1 << 20;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_call_an_older_coordinator_lacks_is_an_incompatible_version() {
+        let e = SdkError::from(tonic::Status::unimplemented("unknown method GetTrialLog"));
+        assert!(matches!(e, SdkError::Incompatible { .. }));
+        let text = e.to_string();
+        assert!(
+            text.contains("older than this hpo-sdk") && text.contains("GetTrialLog"),
+            "{text}"
+        );
+        assert!(!e.is_transient());
+        assert!(
+            SdkError::from(tonic::Status::not_found("x")).code() == Some(tonic::Code::NotFound)
+        );
+    }
+}

@@ -295,6 +295,13 @@ def _rpc_error(e: grpc.RpcError, url: str) -> HpoError:
         return HpoError(f"cannot reach the hpo coordinator at {url}: {details}", code)
     if code_obj == grpc.StatusCode.DEADLINE_EXCEEDED:
         return HpoError(f"the hpo coordinator at {url} did not answer in time: {details}", code)
+    if code_obj == grpc.StatusCode.UNIMPLEMENTED:
+        # A call the coordinator has no handler for: it is an older release.
+        return IncompatibleVersionError(
+            f"incompatible hpo coordinator at {url}: it does not know this call, so it is "
+            f"older than this SDK (protocol {PROTOCOL_VERSION}): {details}",
+            code,
+        )
     return HpoError(details, code)
 
 

@@ -182,6 +182,19 @@ class ClientUnitTest(unittest.TestCase):
         with self.assertRaises(ValueError):
             parse("http://coord:7000/api")
 
+    def test_a_call_an_older_coordinator_lacks_is_an_incompatible_version(self) -> None:
+        class Unimplemented(grpc.RpcError):
+            def code(self) -> Any:
+                return grpc.StatusCode.UNIMPLEMENTED
+
+            def details(self) -> str:
+                return "unknown method GetTrialLog"
+
+        err = client_mod._rpc_error(Unimplemented(), "http://old:50051")
+        self.assertIsInstance(err, hpo.IncompatibleVersionError)
+        self.assertIn("older than this SDK", str(err))
+        self.assertIn("GetTrialLog", str(err))
+
     def test_unreachable_coordinator(self) -> None:
         url = f"http://127.0.0.1:{free_port()}"
         with hpo.Client(url, timeout=5) as c, self.assertRaises(hpo.HpoError) as e:
