@@ -371,8 +371,28 @@ fn read_study(path: &Path) -> Result<(String, String)> {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| path.display().to_string());
-    StudySpec::parse(&text, &name).map_err(|e| InvalidStudy(e.to_string()))?;
+    let spec = StudySpec::parse(&text, &name).map_err(|e| InvalidStudy(e.to_string()))?;
+    check_dataset(&spec, &name)?;
     Ok((text, name))
+}
+
+/// The mlp trainer's data set, as far as this machine can tell: the spec
+/// parses, and a `csv:` file that is here has the columns its options name
+/// (only its header is read). A file that is not here may be on the
+/// workers: they check it when they load it.
+fn check_dataset(spec: &StudySpec, source: &str) -> Result<()> {
+    use hpo_worker::data::{DataSpec, check_csv_spec};
+    let dataset = &spec.trainer.dataset;
+    if spec.trainer.kind != "mlp" || dataset.is_empty() {
+        return Ok(());
+    }
+    let bad =
+        |e: hpo_worker::data::DataError| InvalidStudy(format!("{source}: trainer.dataset: {e}"));
+    let parsed = DataSpec::parse(dataset).map_err(bad)?;
+    if parsed.csv().is_some_and(|(path, _)| path.exists()) {
+        check_csv_spec(dataset).map_err(bad)?;
+    }
+    Ok(())
 }
 
 async fn dispatch(command: Command) -> Result<ExitCode> {

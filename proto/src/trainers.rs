@@ -118,7 +118,31 @@ impl TrainerInfo {
 }
 
 const ACTIVATIONS: &[&str] = &["relu", "tanh", "gelu", "sigmoid"];
-const OPTIMIZERS: &[&str] = &["adam", "adamw", "sgd"];
+const OPTIMIZERS: &[&str] = &["adam", "adamw", "sgd", "rmsprop"];
+/// The learning-rate schedules (`hpo_worker::trainer::schedule`).
+pub const SCHEDULES: &[&str] = &[
+    "constant",
+    "step",
+    "exponential",
+    "cosine",
+    "cosine_restarts",
+    "one_cycle",
+];
+/// How the mlp trainer evens out classes (`hpo_worker::data::Balance`).
+const BALANCE: &[&str] = &["none", "oversample", "undersample"];
+/// What the mlp trainer reports each epoch.
+const MLP_METRICS: &[&str] = &[
+    "train_loss",
+    "val_loss",
+    "val_accuracy",
+    "val_precision",
+    "val_recall",
+    "val_f1",
+    "val_auc",
+    "val_rmse",
+    "val_mae",
+    "val_r2",
+];
 /// The `function` trainer's test functions (`hpo_worker::functions::NAMES`).
 pub const FUNCTIONS: &[&str] = &[
     "branin",
@@ -132,7 +156,7 @@ pub const FUNCTIONS: &[&str] = &[
 pub static TRAINERS: &[TrainerInfo] = &[
     TrainerInfo {
         name: "mlp",
-        about: "a multi-layer perceptron trained with libtorch; reports train_loss, val_loss, val_accuracy per epoch",
+        about: "a multi-layer perceptron trained with libtorch; reports train_loss, val_loss, val_accuracy and the macro val_precision, val_recall, val_f1 (and val_auc for two classes) per epoch; on a regression set (csv:...?task=regression) train_loss, val_loss (mean squared error of standardised targets), val_rmse, val_mae and val_r2",
         needs_dataset: true,
         open_numeric: false,
         resources: &[Resource::Epochs, Resource::DataFraction],
@@ -170,7 +194,154 @@ pub static TRAINERS: &[TrainerInfo] = &[
                 kind: KnownKind::Choice(OPTIMIZERS),
                 min: 0.0,
                 max: 0.0,
-                help: "adam, adamw or sgd (with momentum)",
+                help: "adam, adamw, sgd (with momentum) or rmsprop",
+            },
+            KnownParam {
+                name: "lr_schedule",
+                kind: KnownKind::Choice(SCHEDULES),
+                min: 0.0,
+                max: 0.0,
+                help: "the learning rate over the run: constant (default), step, exponential, cosine, cosine_restarts (SGDR) or one_cycle",
+            },
+            KnownParam {
+                name: "warmup_epochs",
+                kind: KnownKind::Float,
+                min: 0.0,
+                max: 1e5,
+                help: "linear warm-up of the learning rate over this many epochs (default 0; not with one_cycle)",
+            },
+            KnownParam {
+                name: "lr_step_size",
+                kind: KnownKind::Int,
+                min: 1.0,
+                max: 1e6,
+                help: "step: epochs between decays (default 10)",
+            },
+            KnownParam {
+                name: "lr_gamma",
+                kind: KnownKind::Float,
+                min: 1e-12,
+                max: 1.0,
+                help: "step, exponential: the decay factor (default 0.1 for step, 0.95 for exponential)",
+            },
+            KnownParam {
+                name: "lr_min",
+                kind: KnownKind::Float,
+                min: 0.0,
+                max: 10.0,
+                help: "cosine, cosine_restarts: the lowest learning rate (default 0)",
+            },
+            KnownParam {
+                name: "sgdr_t0",
+                kind: KnownKind::Int,
+                min: 1.0,
+                max: 1e6,
+                help: "cosine_restarts: epochs of the first period (default 10)",
+            },
+            KnownParam {
+                name: "sgdr_t_mult",
+                kind: KnownKind::Int,
+                min: 1.0,
+                max: 100.0,
+                help: "cosine_restarts: each period is this many times longer (default 1)",
+            },
+            KnownParam {
+                name: "one_cycle_pct",
+                kind: KnownKind::Float,
+                min: 1e-6,
+                max: 0.999999,
+                help: "one_cycle: share of the run spent rising to lr (default 0.3)",
+            },
+            KnownParam {
+                name: "one_cycle_div",
+                kind: KnownKind::Float,
+                min: 1.000001,
+                max: 1e9,
+                help: "one_cycle: starts at lr / this (default 25)",
+            },
+            KnownParam {
+                name: "one_cycle_final_div",
+                kind: KnownKind::Float,
+                min: 1.000001,
+                max: 1e12,
+                help: "one_cycle: ends at lr / (one_cycle_div × this) (default 1e4)",
+            },
+            KnownParam {
+                name: "augment_crop_padding",
+                kind: KnownKind::Int,
+                min: 0.0,
+                max: 64.0,
+                help: "images: random crops after padding by this many pixels (default 0: off)",
+            },
+            KnownParam {
+                name: "augment_hflip",
+                kind: KnownKind::Int,
+                min: 0.0,
+                max: 1.0,
+                help: "images: random horizontal flips (1) or none (0, default)",
+            },
+            KnownParam {
+                name: "augment_shift",
+                kind: KnownKind::Int,
+                min: 0.0,
+                max: 64.0,
+                help: "images: random shifts of up to this many pixels (default 0: off)",
+            },
+            KnownParam {
+                name: "balance",
+                kind: KnownKind::Choice(BALANCE),
+                min: 0.0,
+                max: 0.0,
+                help: "classes: oversample the minority, undersample the majority, or none (default)",
+            },
+            KnownParam {
+                name: "nesterov",
+                kind: KnownKind::Int,
+                min: 0.0,
+                max: 1.0,
+                help: "sgd: Nesterov momentum (1) or plain (0, default)",
+            },
+            KnownParam {
+                name: "l1",
+                kind: KnownKind::Float,
+                min: 0.0,
+                max: 1.0,
+                help: "L1 penalty on the weights, added to the loss (default 0)",
+            },
+            KnownParam {
+                name: "label_smoothing",
+                kind: KnownKind::Float,
+                min: 0.0,
+                max: 0.99,
+                help: "cross-entropy against targets smoothed by this much (default 0)",
+            },
+            KnownParam {
+                name: "grad_clip",
+                kind: KnownKind::Float,
+                min: 0.0,
+                max: 1e6,
+                help: "largest global gradient norm, larger ones are scaled down (default 0: off)",
+            },
+            KnownParam {
+                name: "early_stopping_patience",
+                kind: KnownKind::Int,
+                min: 0.0,
+                max: 100_000.0,
+                help: "end the trial after this many epochs without improvement of early_stopping_metric (default 0: off)",
+            },
+            KnownParam {
+                name: "early_stopping_metric",
+                kind: KnownKind::Choice(MLP_METRICS),
+                min: 0.0,
+                max: 0.0,
+                help: "the metric early stopping watches (default: the objective); losses are minimised, others maximised",
+            },
+            KnownParam {
+                name: "restore_best",
+                kind: KnownKind::Int,
+                min: 0.0,
+                max: 1.0,
+                help: "at an early stop, put back the best epoch's weights (1, default) or keep the last (0)",
             },
             KnownParam {
                 name: "lr",

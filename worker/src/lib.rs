@@ -5,6 +5,7 @@ pub mod data;
 pub mod device;
 pub mod functions;
 pub mod logs;
+pub mod metrics;
 pub mod runtime;
 pub mod table;
 pub mod trainer;

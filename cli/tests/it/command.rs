@@ -213,6 +213,12 @@ x = [0.5, 0.7]
 /// A virtualenv with the Python SDK installed (`pip install ./sdk/python`),
 /// made once per checkout of the SDK's sources under target/tmp.
 fn python_venv() -> Option<PathBuf> {
+    // Tests run in parallel: one of them makes it, the others wait for it.
+    static VENV: std::sync::OnceLock<Option<PathBuf>> = std::sync::OnceLock::new();
+    VENV.get_or_init(make_python_venv).clone()
+}
+
+fn make_python_venv() -> Option<PathBuf> {
     if std::env::var_os("HPO_SKIP_PYTHON").is_some() {
         eprintln!("skipping: HPO_SKIP_PYTHON is set");
         return None;
@@ -450,13 +456,7 @@ fn the_pytorch_example_tunes_a_plain_pytorch_script_with_pauses_and_resumes() {
     );
     let file = dir.path().join("study.toml");
     std::fs::write(&file, study).unwrap();
-    let out = hpo()
-        .args(["submit", "--coordinator", &url])
-        .arg(&file)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    let id = text(&out.stdout).trim().to_string();
+    let id = submit(&url, &file);
     let trials = wait_trials(&url, &id, Duration::from_secs(400), |t| {
         t.len() == 4
             && t.iter().all(|t| {

@@ -47,6 +47,45 @@ fn an_invalid_study_file_exits_2_naming_file_and_key() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains("missing.toml: cannot read"));
+
+    // A CSV data set without the label column its options name is refused
+    // before anything is submitted, naming the file, the key and the columns.
+    let csv = dir.path().join("houses.csv");
+    std::fs::write(&csv, "rooms,area,price\n3,70,200\n").unwrap();
+    let with_data = |dataset: &str| {
+        let study = good.replace(
+            "dataset = \"fashion-mnist\"",
+            &format!("dataset = \"{dataset}\""),
+        );
+        assert_ne!(study, good);
+        std::fs::write(&path, study).unwrap();
+        let out = hpo()
+            .args(["submit", "--coordinator", "http://127.0.0.1:1"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        (out.status.code(), text(&out.stderr))
+    };
+    let (code, err) = with_data(&format!("csv:{}?label=cost", csv.display()));
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("quickstart.toml: trainer.dataset:")
+            && err.contains("`cost`")
+            && err.contains("price"),
+        "{err}"
+    );
+    let (code, err) = with_data(&format!("csv:{}?lable=price", csv.display()));
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("trainer.dataset:") && err.contains("lable"),
+        "{err}"
+    );
+    // A good one passes the check (and then finds no coordinator: exit 1).
+    let (code, err) = with_data(&format!(
+        "csv:{}?label=price&task=regression",
+        csv.display()
+    ));
+    assert_eq!(code, Some(1), "{err}");
 }
 
 #[test]

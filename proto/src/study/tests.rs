@@ -96,10 +96,10 @@ fn parameters_unknown_to_the_trainer_are_rejected() {
 
 #[test]
 fn values_the_trainer_cannot_take_are_rejected() {
-    let text = GOOD.replace("[\"adam\", \"sgd\"]", "[\"adam\", \"rmsprop\"]");
+    let text = GOOD.replace("[\"adam\", \"sgd\"]", "[\"adam\", \"adagrad\"]");
     let e = err(&text);
     assert!(
-        e.contains("params.optimizer: unknown value \"rmsprop\""),
+        e.contains("params.optimizer: unknown value \"adagrad\""),
         "{e}"
     );
     let text = GOOD.replace("type = \"int\", low = 32", "type = \"float\", low = 32");

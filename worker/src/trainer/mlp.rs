@@ -36,8 +36,12 @@
 //! because `tch::nn::Optimizer` keeps its state inside libtorch, out of
 //! reach of a checkpoint.
 
+use super::schedule::{LrSchedule, Schedule, parse_schedule};
 use super::{Reporter, TrainEnd, TrainError, Trainer, TrialJob};
-use crate::data::{DATA_SEED, DataCache, Dataset};
+use crate::data::{
+    Augment, Balance, DATA_SEED, DataCache, Dataset, augment_with_fill, balanced_rows,
+    parse_augment, parse_balance,
+};
 use hpo_proto::{Assignment, Decision, MetricValues, ParamValue, Resource};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
@@ -101,6 +105,7 @@ enum OptimizerKind {
     Adam,
     AdamW,
     Sgd,
+    RmsProp,
 }
 
 /// One trial's hyperparameters, defaults filled in and ranges checked.
@@ -113,7 +118,28 @@ struct MlpConfig {
     optimizer: OptimizerKind,
     lr: f64,
     momentum: f64,
+    /// sgd: Nesterov momentum.
+    nesterov: bool,
     weight_decay: f64,
+    /// L1 penalty on the weights (not the biases), added to the loss.
+    l1: f64,
+    /// Cross-entropy against targets smoothed by this much.
+    label_smoothing: f64,
+    /// Largest gradient norm (over all parameters); 0: no clipping.
+    grad_clip: f64,
+    /// Early stopping inside the trial: epochs without improvement of
+    /// `early_stopping_metric` before the trial ends (0: off).
+    patience: u32,
+    early_stopping_metric: String,
+    /// At an early stop, put back the weights of the best epoch.
+    restore_best: bool,
+    /// The learning rate's schedule over the run, and its linear warm-up.
+    schedule: LrSchedule,
+    warmup_epochs: f64,
+    /// Random crops, shifts and flips of training images.
+    augment: Augment,
+    /// Over- or undersampling of the training set's classes.
+    balance: Balance,
     batch_size: i64,
     /// 0: the whole training set.
     train_subset: usize,
@@ -221,6 +247,8 @@ impl MlpConfig {
                 "the mlp trainer needs a data set (trainer.dataset)".to_string(),
             ));
         }
+        let (schedule, warmup_epochs) =
+            parse_schedule(&|name| p.get(name).cloned()).map_err(TrainError::Invalid)?;
         Ok(MlpConfig {
             hidden: p.int("hidden", 128, 1..=65_536)?,
             layers: p.int("layers", 1, 1..=64)? as usize,
@@ -247,6 +275,7 @@ impl MlpConfig {
                     ("adam", OptimizerKind::Adam),
                     ("adamw", OptimizerKind::AdamW),
                     ("sgd", OptimizerKind::Sgd),
+                    ("rmsprop", OptimizerKind::RmsProp),
                 ],
             )?,
             lr: p.float("lr", 1e-3, |v| v > 0.0, "a positive number")?,
@@ -256,7 +285,33 @@ impl MlpConfig {
                 |v| (0.0..1.0).contains(&v),
                 "a number in [0, 1)",
             )?,
+            nesterov: p.int("nesterov", 0, 0..=1)? == 1,
             weight_decay: p.float("weight_decay", 0.0, |v| v >= 0.0, "a number >= 0")?,
+            l1: p.float("l1", 0.0, |v| v >= 0.0, "a number >= 0")?,
+            label_smoothing: p.float(
+                "label_smoothing",
+                0.0,
+                |v| (0.0..1.0).contains(&v),
+                "a number in [0, 1)",
+            )?,
+            grad_clip: p.float("grad_clip", 0.0, |v| v >= 0.0, "a number >= 0 (0: off)")?,
+            patience: p.int("early_stopping_patience", 0, 0..=100_000)? as u32,
+            early_stopping_metric: match p.get("early_stopping_metric") {
+                None => assignment.metric.clone(),
+                Some(ParamValue::Categorical(m)) if METRICS.contains(&m.as_str()) => m.clone(),
+                Some(other) => {
+                    return Err(invalid(
+                        "early_stopping_metric",
+                        &format!("one of {}", METRICS.join(", ")),
+                        other,
+                    ));
+                }
+            },
+            restore_best: p.int("restore_best", 1, 0..=1)? == 1,
+            schedule,
+            warmup_epochs,
+            augment: parse_augment(&|name| p.get(name).cloned()).map_err(TrainError::Invalid)?,
+            balance: parse_balance(&|name| p.get(name).cloned()).map_err(TrainError::Invalid)?,
             batch_size: p.int("batch_size", 128, 1..=1 << 24)?,
             train_subset: p.int("train_subset", 0, 0..=i64::MAX)? as usize,
             epochs,
@@ -359,6 +414,7 @@ impl Mlp {
 const BETA1: f64 = 0.9;
 const BETA2: f64 = 0.999;
 const EPS: f64 = 1e-8;
+const RMS_ALPHA: f64 = 0.99;
 
 /// SGD with momentum, Adam and AdamW, written out with in-place tensor ops
 /// rather than taken from `tch::nn::Optimizer`, whose state (momentum and
@@ -372,6 +428,7 @@ struct Optimizer {
     kind: OptimizerKind,
     lr: f64,
     momentum: f64,
+    nesterov: bool,
     weight_decay: f64,
     params: Vec<Tensor>,
     /// sgd: the momentum buffers (none when momentum is 0); adam(w): the
@@ -381,6 +438,10 @@ struct Optimizer {
     second: Vec<Tensor>,
     /// Updates done so far (Adam's bias correction depends on it).
     steps: u64,
+    /// Early stopping's state; `best` holds the best epoch's weights when
+    /// they are to be restored (saved with the checkpoint).
+    stop: EarlyStop,
+    best: Vec<Tensor>,
     /// `weight_decay` and `-lr` as 0-dimensional tensors on the device, for
     /// `addcmul_`: a scaled in-place add in one kernel, without a temporary
     /// (tch's `add_` has no `alpha`).
@@ -402,20 +463,44 @@ impl Optimizer {
             OptimizerKind::Sgd if config.momentum > 0.0 => (zeros()?, Vec::new()),
             OptimizerKind::Sgd => (Vec::new(), Vec::new()),
             OptimizerKind::Adam | OptimizerKind::AdamW => (zeros()?, zeros()?),
+            OptimizerKind::RmsProp => (Vec::new(), zeros()?),
         };
         let device = params.first().map_or(tch::Device::Cpu, Tensor::device);
         Ok(Optimizer {
             kind: config.optimizer,
             lr: config.lr,
             momentum: config.momentum,
+            nesterov: config.nesterov,
             weight_decay: config.weight_decay,
+            best: if config.patience > 0 && config.restore_best {
+                tch::no_grad(|| {
+                    params
+                        .iter()
+                        .map(|p| {
+                            let mut copy = Tensor::f_zeros_like(p)?;
+                            copy.f_copy_(p)?;
+                            Ok(copy)
+                        })
+                        .collect::<Result<Vec<_>, TchError>>()
+                })?
+            } else {
+                Vec::new()
+            },
             params,
             first,
             second,
             steps: 0,
+            stop: EarlyStop::default(),
             weight_decay_t: Tensor::f_scalar_tensor(config.weight_decay, (Kind::Float, device))?,
             neg_lr_t: Tensor::f_scalar_tensor(-config.lr, (Kind::Float, device))?,
         })
+    }
+
+    /// Sets the learning rate of the next updates (a schedule's step).
+    fn set_lr(&mut self, lr: f64) -> Result<(), TchError> {
+        self.lr = lr;
+        let _ = self.neg_lr_t.f_fill_(-lr)?;
+        Ok(())
     }
 
     fn zero_grad(&self) -> Result<(), TchError> {
@@ -457,11 +542,27 @@ impl Optimizer {
                             Some(buf) => {
                                 let _ = buf.f_mul_scalar_(self.momentum)?;
                                 let _ = buf.f_add_(&g)?;
-                                buf.shallow_clone()
+                                if self.nesterov {
+                                    // g + momentum · buf, in the gradient's scratch space.
+                                    let _ = g.f_add_(&buf.f_mul_scalar(self.momentum)?)?;
+                                    g
+                                } else {
+                                    buf.shallow_clone()
+                                }
                             }
                             None => g,
                         };
                         let _ = p.f_addcmul_(&direction, &self.neg_lr_t)?;
+                    }
+                    OptimizerKind::RmsProp => {
+                        // PyTorch's defaults: alpha 0.99, eps 1e-8, no
+                        // momentum, not centred.
+                        let v = &mut self.second[i];
+                        let _ = v.f_lerp_(&g.f_mul(&g)?, 1.0 - RMS_ALPHA)?;
+                        let mut denom = v.f_sqrt()?;
+                        let _ = denom.f_add_scalar_(EPS)?;
+                        let _ = denom.f_div_scalar_(-lr)?;
+                        let _ = p.f_addcdiv_(&g, &denom)?;
                     }
                     OptimizerKind::Adam | OptimizerKind::AdamW => {
                         if self.kind == OptimizerKind::AdamW && wd != 0.0 {
@@ -483,24 +584,29 @@ impl Optimizer {
 
     /// The tensors a checkpoint holds, named by kind and position.
     fn named_tensors(&self) -> Vec<(String, &Tensor)> {
-        [("p", &self.params), ("f", &self.first), ("s", &self.second)]
-            .into_iter()
-            .flat_map(|(prefix, tensors)| {
-                tensors
-                    .iter()
-                    .enumerate()
-                    .map(move |(i, t)| (format!("{prefix}{i}"), t))
-            })
-            .collect()
+        [
+            ("p", &self.params),
+            ("f", &self.first),
+            ("s", &self.second),
+            ("b", &self.best),
+        ]
+        .into_iter()
+        .flat_map(|(prefix, tensors)| {
+            tensors
+                .iter()
+                .enumerate()
+                .map(move |(i, t)| (format!("{prefix}{i}"), t))
+        })
+        .collect()
     }
 }
 
 /// A checkpoint starts with this (8 bytes), then the format version.
 const MAGIC: &[u8; 8] = b"hpo-mlp\0";
-const FORMAT_VERSION: u32 = 1;
-/// Magic, version, step, fingerprint, optimizer steps, payload length and
-/// its CRC-32.
-const HEADER_LEN: usize = 8 + 4 + 4 + 8 + 8 + 8 + 4;
+const FORMAT_VERSION: u32 = 2;
+/// Magic, version, step, fingerprint, optimizer steps, early stopping's
+/// best value, best epoch and epochs since, payload length and its CRC-32.
+const HEADER_LEN: usize = 8 + 4 + 4 + 8 + 8 + 8 + 4 + 4 + 8 + 4;
 
 /// Identifies what a checkpoint may be resumed by: every setting that shapes
 /// the tensors or the training path. FNV-1a over a canonical text, so that
@@ -531,6 +637,9 @@ fn save(opt: &Optimizer, step: u32, fingerprint: u64) -> Result<Vec<u8>, TrainEr
     bytes.extend_from_slice(&step.to_le_bytes());
     bytes.extend_from_slice(&fingerprint.to_le_bytes());
     bytes.extend_from_slice(&opt.steps.to_le_bytes());
+    bytes.extend_from_slice(&opt.stop.best.unwrap_or(f64::NAN).to_bits().to_le_bytes());
+    bytes.extend_from_slice(&opt.stop.best_epoch.to_le_bytes());
+    bytes.extend_from_slice(&opt.stop.since.to_le_bytes());
     bytes.extend_from_slice(&(payload.len() as u64).to_le_bytes());
     bytes.extend_from_slice(&crc.sum().to_le_bytes());
     bytes.extend_from_slice(&payload);
@@ -566,6 +675,9 @@ fn restore(
     let saved_step = u32_at(take(4));
     let saved_fingerprint = u64_at(take(8));
     let opt_steps = u64_at(take(8));
+    let best = f64::from_bits(u64_at(take(8)));
+    let best_epoch = u32_at(take(4));
+    let since = u32_at(take(4));
     let len = u64_at(take(8));
     let crc = u32_at(take(4));
     if version != FORMAT_VERSION {
@@ -627,6 +739,11 @@ fn restore(
         Ok::<_, TrainError>(())
     })?;
     opt.steps = opt_steps;
+    opt.stop = EarlyStop {
+        best: (!best.is_nan()).then_some(best),
+        best_epoch,
+        since,
+    };
     Ok(())
 }
 
@@ -640,6 +757,9 @@ struct Seeds {
     /// The fixed order of the training set that data-fraction budgets take
     /// their prefixes of.
     subset: u64,
+    /// Augmentation's random crops, shifts and flips (drawn last, so the
+    /// other streams are what they were before it existed).
+    augment: u64,
 }
 
 impl Seeds {
@@ -650,6 +770,7 @@ impl Seeds {
             shuffle: rng.r#gen(),
             dropout: rng.r#gen(),
             subset: rng.r#gen(),
+            augment: rng.r#gen(),
         }
     }
 }
@@ -753,12 +874,18 @@ fn check_segment(job: &TrialJob) -> Result<(), TrainError> {
 /// Everything one epoch of training needs.
 struct Training<'a> {
     config: &'a MlpConfig,
+    schedule: Schedule,
     model: &'a Mlp,
     opt: Optimizer,
     masks: Option<DropoutMasks>,
     seeds: Seeds,
     train_x: Tensor,
     train_y: Tensor,
+    /// One output, mean squared error on standardised targets.
+    regression: bool,
+    /// Image augmentation: the images' layout, the padding's value (their
+    /// black) and the epoch's generator; None when off.
+    augment: Option<(crate::data::ImageShape, StdRng)>,
     device: tch::Device,
 }
 
@@ -777,6 +904,9 @@ impl Training<'_> {
         if let Some(masks) = self.masks.as_mut() {
             masks.rng = epoch_rng(self.seeds.dropout, key);
         }
+        if let Some((_, rng)) = self.augment.as_mut() {
+            *rng = epoch_rng(self.seeds.augment, key);
+        }
         let n = order.len() as i64;
         let perm = Tensor::f_from_slice(&order)?.f_to_device(self.device)?;
         // Summed on the device and read once per epoch: reading each batch's
@@ -789,8 +919,14 @@ impl Training<'_> {
             }
             let rows = self.config.batch_size.min(n - start);
             let idx = perm.f_narrow(0, start, rows)?;
-            let xs = self.train_x.f_index_select(0, &idx)?;
+            let mut xs = self.train_x.f_index_select(0, &idx)?;
             let ys = self.train_y.f_index_select(0, &idx)?;
+            if let Some((shape, rng)) = self.augment.as_mut() {
+                let images = xs.f_view([rows, shape.channels, shape.height, shape.width])?;
+                let fill = f64::from(shape.background);
+                xs = augment_with_fill(&images, &self.config.augment, fill, rng)?
+                    .f_view([rows, -1])?;
+            }
             let mask = match self.masks.as_mut() {
                 Some(m) => {
                     Some(m.draw(self.config.layers, rows, self.config.hidden, self.device)?)
@@ -798,10 +934,39 @@ impl Training<'_> {
                 None => None,
             };
             let logits = self.model.forward(&xs, mask.as_ref())?;
-            let loss =
-                logits.f_cross_entropy_loss::<Tensor>(&ys, None, Reduction::Mean, -100, 0.0)?;
+            let loss = if self.regression {
+                logits.f_squeeze_dim(-1)?.f_mse_loss(&ys, Reduction::Mean)?
+            } else {
+                logits.f_cross_entropy_loss::<Tensor>(
+                    &ys,
+                    None,
+                    Reduction::Mean,
+                    -100,
+                    self.config.label_smoothing,
+                )?
+            };
             self.opt.zero_grad()?;
-            loss.f_backward()?;
+            if self.config.l1 > 0.0 {
+                // The reported loss stays the data's; the penalty only
+                // shapes the gradient.
+                let mut penalty = Tensor::f_zeros([], (Kind::Float, self.device))?;
+                for w in self.opt.params.iter().step_by(2) {
+                    penalty = penalty.f_add(&w.f_abs()?.f_sum(Kind::Float)?)?;
+                }
+                loss.f_add(&penalty.f_mul_scalar(self.config.l1)?)?
+                    .f_backward()?;
+            } else {
+                loss.f_backward()?;
+            }
+            if self.config.grad_clip > 0.0 {
+                let _ = clip_grad_norm(&self.opt.params, self.config.grad_clip)?;
+            }
+            // The update count survives a pause, so a resumed trial goes on
+            // along the same schedule.
+            let lr = self.schedule.lr_at(self.opt.steps);
+            if lr != self.opt.lr {
+                self.opt.set_lr(lr)?;
+            }
             self.opt.step()?;
             let _ = loss_sum.f_add_(&loss.detach().f_mul_scalar(rows as f64)?)?;
             start += rows;
@@ -824,12 +989,19 @@ fn run(
     let (val_x, val_y) = data.val_tensors(device)?;
     let n_train = train_y.size()[0];
     let n_val = val_y.size()[0];
+    // Regression trains on standardised targets (one output unit, mean
+    // squared error) and reports its metrics in the targets' own units.
+    let target = data.target_stats();
+    let train_y = match target {
+        Some(t) => train_y.f_sub_scalar(t.mean)?.f_div_scalar(t.std)?,
+        None => train_y,
+    };
 
     let seeds = Seeds::new(config.seed);
     let model = Mlp::new(
         &mut StdRng::seed_from_u64(seeds.init),
         data.features,
-        data.classes,
+        if target.is_some() { 1 } else { data.classes },
         config,
         device,
     )?;
@@ -839,7 +1011,38 @@ fn run(
     if let Some(bytes) = &job.resume {
         restore(bytes, &mut opt, start, fingerprint, device)?;
     }
+    let augment = match data.image_shape() {
+        _ if config.augment.is_off() => None,
+        Some(shape) => Some((shape, epoch_rng(seeds.augment, 0))),
+        None => {
+            return Err(TrainError::Invalid(format!(
+                "augmentation is for image data sets; `{}` is not one",
+                a.trainer.dataset
+            )));
+        }
+    };
+    // Balancing repeats or drops training rows (classification only).
+    let rows: Vec<i64> = match config.balance {
+        Balance::None => (0..n_train).collect(),
+        _ if target.is_some() => {
+            return Err(TrainError::Invalid(
+                "balance is for classification data sets; this one is a regression".into(),
+            ));
+        }
+        mode => {
+            let labels = Vec::<i64>::try_from(train_y.f_to_device(tch::Device::Cpu)?)?;
+            balanced_rows(&labels, mode, seeds.subset)
+        }
+    };
+    let steps_per_epoch = (rows.len().max(1) as u64).div_ceil(config.batch_size as u64);
     let mut training = Training {
+        schedule: Schedule::new(
+            config.schedule,
+            config.lr,
+            config.warmup_epochs,
+            steps_per_epoch,
+            config.epochs,
+        ),
         config,
         model: &model,
         opt,
@@ -847,21 +1050,37 @@ fn run(
         seeds,
         train_x,
         train_y,
+        regression: target.is_some(),
+        augment,
         device,
     };
+    let classes = data.classes as usize;
+    let val_labels = match target {
+        Some(_) => Vec::new(),
+        None => Vec::<i64>::try_from(val_y.f_to_device(tch::Device::Cpu)?)?,
+    };
     let metrics = |train_loss: f64| {
-        let (val_loss, val_accuracy) = evaluate(&model, &val_x, &val_y, n_val)?;
-        Ok::<_, TrainError>(MetricValues::from([
-            ("train_loss".to_string(), train_loss),
-            ("val_loss".to_string(), val_loss),
-            ("val_accuracy".to_string(), val_accuracy),
-        ]))
+        if let Some(t) = target {
+            let (loss, r) = evaluate_regression(&model, &val_x, data.val_targets(), t)?;
+            let mut values = MetricValues::from([
+                ("train_loss".to_string(), train_loss),
+                ("val_loss".to_string(), loss),
+            ]);
+            r.insert_into("val_", &mut values);
+            return Ok(values);
+        }
+        let e = evaluate(&model, &val_x, &val_y, n_val, classes == 2)?;
+        let mut values = MetricValues::from([("train_loss".to_string(), train_loss)]);
+        crate::metrics::classification(&e.predicted, &val_labels, classes, e.scores.as_deref())
+            .insert_into("val_", &mut values);
+        values.insert("val_loss".to_string(), e.loss);
+        values.insert("val_accuracy".to_string(), e.accuracy);
+        Ok::<_, TrainError>(values)
     };
 
     let budget = a.budget;
     match a.resource {
         Resource::Epochs => {
-            let rows: Vec<i64> = (0..n_train).collect();
             for epoch in start + 1..=budget {
                 let Some(train_loss) = training.epoch(&rows, u64::from(epoch), reporter)? else {
                     return Ok(TrainEnd::Stopped);
@@ -869,7 +1088,26 @@ fn run(
                 if reporter.stop_requested() {
                     return Ok(TrainEnd::Stopped);
                 }
-                match reporter.report(epoch, metrics(train_loss)?) {
+                let values = metrics(train_loss)?;
+                let early_stop = config.patience > 0
+                    && training.opt.observe(
+                        epoch,
+                        values.get(&config.early_stopping_metric).copied(),
+                        minimized(&config.early_stopping_metric),
+                        config.patience,
+                    )?;
+                match reporter.report(epoch, values) {
+                    Decision::Continue if early_stop => {
+                        // Ended by its own early stopping: a completed trial.
+                        training.opt.restore_best()?;
+                        return if a.save_final {
+                            Ok(TrainEnd::FinishedSaved {
+                                checkpoint: save(&training.opt, a.max_resource, fingerprint)?,
+                            })
+                        } else {
+                            Ok(TrainEnd::Finished)
+                        };
+                    }
                     Decision::Continue => {}
                     Decision::Stop => return Ok(TrainEnd::Stopped),
                     Decision::Pause => {
@@ -918,19 +1156,191 @@ fn run(
     super::segment_end(job, budget, || save(&training.opt, budget, fingerprint))
 }
 
-/// Mean cross-entropy and accuracy on the validation set, in batches of
-/// [`EVAL_BATCH`], without dropout or gradients.
-fn evaluate(model: &Mlp, xs: &Tensor, ys: &Tensor, n: i64) -> Result<(f64, f64), TchError> {
+/// The metrics this trainer reports (any may be the objective or drive
+/// early stopping).
+const METRICS: &[&str] = &[
+    "train_loss",
+    "val_loss",
+    "val_accuracy",
+    "val_precision",
+    "val_recall",
+    "val_f1",
+    "val_auc",
+    "val_rmse",
+    "val_mae",
+    "val_r2",
+];
+
+/// Whether lower is better for a metric, by its name: losses and errors.
+fn minimized(metric: &str) -> bool {
+    ["loss", "error", "rmse", "mae", "mse"]
+        .iter()
+        .any(|k| metric.contains(k))
+}
+
+/// Early stopping inside a trial: the best value of the watched metric so
+/// far, its epoch, and the epochs since it.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+struct EarlyStop {
+    best: Option<f64>,
+    best_epoch: u32,
+    since: u32,
+}
+
+impl Optimizer {
+    /// Records one epoch's value; true once `patience` epochs passed
+    /// without improvement. Keeps a copy of the best weights when they are
+    /// to be restored.
+    fn observe(
+        &mut self,
+        epoch: u32,
+        value: Option<f64>,
+        minimize: bool,
+        patience: u32,
+    ) -> Result<bool, TchError> {
+        let Some(v) = value.filter(|v| v.is_finite()) else {
+            self.stop.since += 1;
+            return Ok(self.stop.since >= patience);
+        };
+        let better = match self.stop.best {
+            None => true,
+            Some(b) if minimize => v < b,
+            Some(b) => v > b,
+        };
+        if better {
+            self.stop = EarlyStop {
+                best: Some(v),
+                best_epoch: epoch,
+                since: 0,
+            };
+            tch::no_grad(|| {
+                for (b, p) in self.best.iter().zip(&self.params) {
+                    b.shallow_clone().f_copy_(p)?;
+                }
+                Ok::<_, TchError>(())
+            })?;
+        } else {
+            self.stop.since += 1;
+        }
+        Ok(self.stop.since >= patience)
+    }
+
+    /// Puts the best epoch's weights back (when they were kept).
+    fn restore_best(&mut self) -> Result<(), TchError> {
+        tch::no_grad(|| {
+            for (p, b) in self.params.iter().zip(&self.best) {
+                p.shallow_clone().f_copy_(b)?;
+            }
+            Ok(())
+        })
+    }
+}
+
+/// Scales the gradients so that their global L2 norm is at most `max`, as
+/// PyTorch's `clip_grad_norm_` does (without reading the norm back, which
+/// would synchronise with a GPU at every step); the norm before, as a
+/// 0-dimensional tensor.
+fn clip_grad_norm(params: &[Tensor], max: f64) -> Result<Tensor, TchError> {
+    tch::no_grad(|| {
+        let device = params.first().map_or(tch::Device::Cpu, Tensor::device);
+        let mut sq = Tensor::f_zeros([], (Kind::Float, device))?;
+        let grads: Vec<Tensor> = params
+            .iter()
+            .map(|p| p.f_grad())
+            .collect::<Result<Vec<_>, _>>()?
+            .into_iter()
+            .filter(Tensor::defined)
+            .collect();
+        for g in &grads {
+            sq = sq.f_add(&g.f_square()?.f_sum(Kind::Float)?)?;
+        }
+        let norm = sq.f_sqrt()?;
+        let coef = norm
+            .f_add_scalar(1e-6)?
+            .f_reciprocal()?
+            .f_mul_scalar(max)?
+            .f_clamp_max(1.0)?;
+        for g in &grads {
+            let _ = g.shallow_clone().f_mul_(&coef)?;
+        }
+        Ok(norm)
+    })
+}
+
+/// A regression model on the validation set: the mean squared error in
+/// standardised units (what training minimises), and RMSE, MAE and R² in
+/// the targets' own.
+fn evaluate_regression(
+    model: &Mlp,
+    xs: &Tensor,
+    targets: &[f32],
+    t: crate::data::TargetStats,
+) -> Result<(f64, crate::metrics::Regression), TchError> {
+    tch::no_grad(|| {
+        let n = xs.size()[0];
+        let mut predicted = Vec::with_capacity(n as usize);
+        let mut start = 0;
+        while start < n {
+            let rows = EVAL_BATCH.min(n - start);
+            let out = model
+                .forward(&xs.f_narrow(0, start, rows)?, None)?
+                .f_squeeze_dim(-1)?
+                .f_to_kind(Kind::Double)?
+                .f_to_device(tch::Device::Cpu)?;
+            predicted.extend(
+                Vec::<f64>::try_from(out)?
+                    .into_iter()
+                    .map(|p| p * t.std + t.mean),
+            );
+            start += rows;
+        }
+        let targets: Vec<f64> = targets.iter().map(|&y| f64::from(y)).collect();
+        let r = crate::metrics::regression(&predicted, &targets);
+        Ok(((r.rmse / t.std).powi(2), r))
+    })
+}
+
+/// The validation set's mean cross-entropy, accuracy, predicted classes
+/// and (binary tasks) scores of class 1.
+struct Evaluation {
+    loss: f64,
+    accuracy: f64,
+    predicted: Vec<i64>,
+    scores: Option<Vec<f64>>,
+}
+
+/// Evaluates on the validation set in batches of [`EVAL_BATCH`], without
+/// dropout or gradients.
+fn evaluate(
+    model: &Mlp,
+    xs: &Tensor,
+    ys: &Tensor,
+    n: i64,
+    binary: bool,
+) -> Result<Evaluation, TchError> {
     tch::no_grad(|| {
         let device = xs.device();
         let mut loss_sum = Tensor::f_zeros([], (Kind::Double, device))?;
         let mut correct = Tensor::f_zeros([], (Kind::Int64, device))?;
+        let mut predicted = Vec::new();
+        let mut scores = Vec::new();
         let mut start = 0;
         while start < n {
             let rows = EVAL_BATCH.min(n - start);
             let x = xs.f_narrow(0, start, rows)?;
             let y = ys.f_narrow(0, start, rows)?;
             let logits = model.forward(&x, None)?;
+            let classes = logits.f_argmax(-1, false)?;
+            predicted.extend(Vec::<i64>::try_from(
+                classes.f_to_device(tch::Device::Cpu)?,
+            )?);
+            if binary {
+                let p = logits
+                    .f_softmax(-1, Kind::Double)?
+                    .f_select(1, 1)?
+                    .f_to_device(tch::Device::Cpu)?;
+                scores.extend(Vec::<f64>::try_from(p)?);
+            }
             let _ = loss_sum.f_add_(&logits.f_cross_entropy_loss::<Tensor>(
                 &y,
                 None,
@@ -938,19 +1348,16 @@ fn evaluate(model: &Mlp, xs: &Tensor, ys: &Tensor, n: i64) -> Result<(f64, f64),
                 -100,
                 0.0,
             )?)?;
-            let _ = correct.f_add_(
-                &logits
-                    .f_argmax(-1, false)?
-                    .f_eq_tensor(&y)?
-                    .f_sum(Kind::Int64)?,
-            )?;
+            let _ = correct.f_add_(&classes.f_eq_tensor(&y)?.f_sum(Kind::Int64)?)?;
             start += rows;
         }
         let n = n.max(1) as f64;
-        Ok((
-            loss_sum.f_double_value(&[])? / n,
-            correct.f_int64_value(&[])? as f64 / n,
-        ))
+        Ok(Evaluation {
+            loss: loss_sum.f_double_value(&[])? / n,
+            accuracy: correct.f_int64_value(&[])? as f64 / n,
+            predicted,
+            scores: binary.then_some(scores),
+        })
     })
 }
 
@@ -969,7 +1376,18 @@ mod tests {
             optimizer,
             lr: 0.05,
             momentum,
+            nesterov: false,
             weight_decay,
+            l1: 0.0,
+            label_smoothing: 0.0,
+            grad_clip: 0.0,
+            patience: 0,
+            early_stopping_metric: "val_loss".into(),
+            restore_best: true,
+            schedule: LrSchedule::Constant,
+            warmup_epochs: 0.0,
+            augment: Augment::default(),
+            balance: Balance::None,
             batch_size: 8,
             train_subset: 0,
             epochs: 1,
@@ -983,24 +1401,36 @@ mod tests {
     #[test]
     fn optimizers_match_tch() {
         let cases = [
-            (OptimizerKind::Sgd, 0.9, 0.01),
-            (OptimizerKind::Sgd, 0.0, 0.0),
-            (OptimizerKind::Adam, 0.0, 0.01),
-            (OptimizerKind::Adam, 0.0, 0.0),
-            (OptimizerKind::AdamW, 0.0, 0.05),
+            (OptimizerKind::Sgd, 0.9, 0.01, false),
+            (OptimizerKind::Sgd, 0.9, 0.01, true),
+            (OptimizerKind::Sgd, 0.0, 0.0, false),
+            (OptimizerKind::Adam, 0.0, 0.01, false),
+            (OptimizerKind::Adam, 0.0, 0.0, false),
+            (OptimizerKind::AdamW, 0.0, 0.05, false),
+            (OptimizerKind::RmsProp, 0.0, 0.0, false),
+            (OptimizerKind::RmsProp, 0.0, 0.01, false),
         ];
         let init: Vec<f32> = (0..12).map(|i| (i as f32 - 5.5) / 4.0).collect();
         let init = Tensor::from_slice(&init).view([3, 4]);
         let x = Tensor::from_slice(&[0.5f32, -1.0, 2.0, 0.25]).view([4, 1]);
         let y = Tensor::from_slice(&[1.0f32, -2.0, 0.5]).view([3, 1]);
         let loss = |w: &Tensor| (w.matmul(&x) - &y).square().sum(Kind::Float);
-        for (kind, momentum, wd) in cases {
-            let config = config(kind, momentum, wd);
+        for (kind, momentum, wd, nesterov) in cases {
+            let config = MlpConfig {
+                nesterov,
+                ..config(kind, momentum, wd)
+            };
             let vs = nn::VarStore::new(tch::Device::Cpu);
             let theirs = vs.root().var_copy("w", &init);
             let mut reference = match kind {
                 OptimizerKind::Sgd => nn::Sgd {
                     momentum,
+                    wd,
+                    nesterov,
+                    ..Default::default()
+                }
+                .build(&vs, config.lr),
+                OptimizerKind::RmsProp => nn::RmsProp {
                     wd,
                     ..Default::default()
                 }
@@ -1027,8 +1457,72 @@ mod tests {
             }
             let diff = (&ours - &theirs).abs().max().double_value(&[]);
             let moved = (&ours - &init).abs().max().double_value(&[]);
-            assert!(diff < 1e-5, "{kind:?} wd {wd}: differs by {diff}");
+            assert!(
+                diff < 1e-5,
+                "{kind:?} wd {wd} nesterov {nesterov}: differs by {diff}"
+            );
             assert!(moved > 1e-2, "{kind:?}: the weights did not move");
         }
+    }
+
+    /// A gradient above the bound is scaled to it, one below is untouched.
+    #[test]
+    fn gradients_are_clipped_to_the_global_norm() {
+        let a = Tensor::from_slice(&[3.0f32, 0.0]).set_requires_grad(true);
+        let b = Tensor::from_slice(&[0.0f32, 4.0]).set_requires_grad(true);
+        // Gradients (3, 0) and (0, 4): global norm 5.
+        (&a * Tensor::from_slice(&[3.0f32, 0.0]) / 2.0 * &a)
+            .sum(Kind::Float)
+            .backward();
+        (&b * Tensor::from_slice(&[0.0f32, 4.0]) / 8.0 * &b)
+            .sum(Kind::Float)
+            .backward();
+        let grads = |ts: &[&Tensor]| -> Vec<f64> {
+            ts.iter()
+                .flat_map(|t| Vec::<f64>::try_from(t.grad().to_kind(Kind::Double)).unwrap())
+                .collect()
+        };
+        assert_eq!(grads(&[&a, &b]), [9.0, 0.0, 0.0, 4.0]);
+        let params = [a.shallow_clone(), b.shallow_clone()];
+        let norm = clip_grad_norm(&params, 1.0).unwrap().double_value(&[]);
+        assert!((norm - 97f64.sqrt()).abs() < 1e-4, "{norm}");
+        let after: f64 = grads(&[&a, &b]).iter().map(|g| g * g).sum::<f64>().sqrt();
+        assert!((after - 1.0).abs() < 1e-4, "clipped to 1: {after}");
+        let before = grads(&[&a, &b]);
+        let _ = clip_grad_norm(&params, 10.0).unwrap();
+        assert_eq!(grads(&[&a, &b]), before, "below the bound: untouched");
+    }
+
+    /// Early stopping counts epochs without improvement, in the metric's
+    /// direction, and puts the best epoch's weights back.
+    #[test]
+    fn early_stopping_keeps_and_restores_the_best_epoch() {
+        let config = MlpConfig {
+            patience: 2,
+            ..config(OptimizerKind::Sgd, 0.0, 0.0)
+        };
+        let w = Tensor::from_slice(&[1.0f32]).set_requires_grad(true);
+        let mut opt = Optimizer::new(&config, vec![w.shallow_clone()]).unwrap();
+        let set = |v: f32| tch::no_grad(|| w.shallow_clone().copy_(&Tensor::from_slice(&[v])));
+        set(1.0);
+        assert!(!opt.observe(1, Some(0.5), true, 2).unwrap());
+        set(2.0);
+        assert!(!opt.observe(2, Some(0.4), true, 2).unwrap(), "improved");
+        set(3.0);
+        assert!(!opt.observe(3, Some(0.45), true, 2).unwrap());
+        set(4.0);
+        assert!(
+            opt.observe(4, Some(f64::NAN), true, 2).unwrap(),
+            "two epochs without improvement"
+        );
+        assert_eq!(opt.stop.best_epoch, 2);
+        opt.restore_best().unwrap();
+        assert_eq!(w.double_value(&[0]), 2.0, "the weights of epoch 2");
+        // Maximised metrics improve upwards.
+        let mut up = Optimizer::new(&config, vec![w.shallow_clone()]).unwrap();
+        assert!(!up.observe(1, Some(0.5), false, 2).unwrap());
+        assert!(!up.observe(2, Some(0.6), false, 2).unwrap());
+        assert_eq!(up.stop.best, Some(0.6));
+        assert!(minimized("val_loss") && !minimized("val_accuracy"));
     }
 }

@@ -7,6 +7,7 @@
 mod command;
 mod function;
 mod mlp;
+pub mod schedule;
 mod simulated;
 mod table;
 

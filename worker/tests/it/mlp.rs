@@ -79,7 +79,17 @@ fn reports_each_epoch_with_the_three_metrics() {
     assert_eq!(steps, [1, 2, 3]);
     for values in reporter.values() {
         let keys: Vec<&str> = values.keys().map(String::as_str).collect();
-        assert_eq!(keys, ["train_loss", "val_accuracy", "val_loss"]);
+        assert_eq!(
+            keys,
+            [
+                "train_loss",
+                "val_accuracy",
+                "val_f1",
+                "val_loss",
+                "val_precision",
+                "val_recall"
+            ]
+        );
         assert!((0.0..=1.0).contains(&values["val_accuracy"]));
         assert!(values["train_loss"].is_finite() && values["val_loss"].is_finite());
     }
@@ -259,7 +269,7 @@ fn fixed_settings_are_read_and_searched_values_win() {
                 1,
                 1,
                 &[],
-                &[("optimizer", cat("rmsprop"))],
+                &[("optimizer", cat("adagrad"))],
             ),
             &mut reporter,
         )
@@ -273,7 +283,7 @@ fn fixed_settings_are_read_and_searched_values_win() {
                 1,
                 1,
                 &[("optimizer", cat("sgd"))],
-                &[("optimizer", cat("rmsprop"))],
+                &[("optimizer", cat("adagrad"))],
             ),
             &mut reporter,
         )
@@ -303,7 +313,7 @@ fn train_subset_trains_on_fewer_examples() {
 fn bad_parameters_are_invalid_and_named() {
     let trainer = trainer();
     let cases = [
-        ("optimizer", cat("rmsprop")),
+        ("optimizer", cat("adagrad")),
         ("activation", cat("swish")),
         ("hidden", cat("wide")),
         ("hidden", Int(0)),
@@ -316,6 +326,16 @@ fn bad_parameters_are_invalid_and_named() {
         ("weight_decay", Float(-0.1)),
         ("batch_size", Int(0)),
         ("train_subset", Int(-5)),
+        ("nesterov", Int(2)),
+        ("l1", Float(-1.0)),
+        ("label_smoothing", Float(1.0)),
+        ("grad_clip", Float(-1.0)),
+        ("early_stopping_patience", Int(-1)),
+        ("early_stopping_metric", cat("val_mse")),
+        ("lr_schedule", cat("linear")),
+        ("balance", cat("smote")),
+        ("augment_shift", Int(100)),
+        ("restore_best", Int(3)),
     ];
     for (name, value) in cases {
         let mut reporter = TestReporter::default();
@@ -333,13 +353,13 @@ fn bad_parameters_are_invalid_and_named() {
     }
     let err = trainer
         .train(
-            &job("synthetic:spirals", 1, 1, &[("optimizer", cat("rmsprop"))]),
+            &job("synthetic:spirals", 1, 1, &[("optimizer", cat("adagrad"))]),
             &mut TestReporter::default(),
         )
         .unwrap_err();
     assert_eq!(
         err.to_string(),
-        "invalid trial setting: optimizer must be one of adam, adamw, sgd, got `rmsprop`"
+        "invalid trial setting: optimizer must be one of adam, adamw, sgd, rmsprop, got `adagrad`"
     );
 }
 
@@ -415,7 +435,16 @@ fn trains_on_cuda_when_a_gpu_is_present() {
 
 /// A small spirals trial with dropout, so the masks' streams are covered.
 fn segment_job(optimizer: &str, epochs: u32) -> hpo_worker::trainer::TrialJob {
-    job(
+    segment_job_with(optimizer, epochs, &[])
+}
+
+/// `segment_job` with fixed `settings` too (schedules, regularisation).
+fn segment_job_with(
+    optimizer: &str,
+    epochs: u32,
+    settings: &[(&str, hpo_proto::ParamValue)],
+) -> hpo_worker::trainer::TrialJob {
+    job_with(
         "synthetic:spirals",
         epochs,
         11,
@@ -428,14 +457,43 @@ fn segment_job(optimizer: &str, epochs: u32) -> hpo_worker::trainer::TrialJob {
             ("weight_decay", Float(1e-3)),
             ("lr", Float(0.01)),
         ],
+        settings,
     )
 }
 
 #[test]
 fn mlp_pause_then_resume_is_bit_identical_for_every_optimizer() {
     let trainer = trainer();
-    for optimizer in ["adam", "adamw", "sgd"] {
-        let job = segment_job(optimizer, 5);
+    let cases: Vec<(&str, Vec<(&str, hpo_proto::ParamValue)>)> = vec![
+        ("adam", vec![]),
+        ("adamw", vec![]),
+        ("sgd", vec![]),
+        ("rmsprop", vec![]),
+        // Schedules go on along the same steps after a resume...
+        (
+            "sgd",
+            vec![
+                ("nesterov", Int(1)),
+                ("lr_schedule", cat("cosine_restarts")),
+                ("sgdr_t0", Int(2)),
+                ("warmup_epochs", Float(0.5)),
+            ],
+        ),
+        // ... and early stopping's state and best weights are restored.
+        (
+            "adam",
+            vec![
+                ("lr_schedule", cat("one_cycle")),
+                ("early_stopping_patience", Int(10)),
+                ("l1", Float(1e-4)),
+                ("grad_clip", Float(0.5)),
+                ("label_smoothing", Float(0.1)),
+            ],
+        ),
+    ];
+    for (optimizer, settings) in cases {
+        let job = segment_job_with(optimizer, 5, &settings);
+        let optimizer = format!("{optimizer} {settings:?}");
         let mut whole = TestReporter::default();
         assert_eq!(trainer.train(&job, &mut whole).unwrap(), TrainEnd::Finished);
 
@@ -587,7 +645,17 @@ fn mlp_data_fraction_trains_on_a_share_and_reports_once_at_the_budget() {
     assert_eq!((step, quarter.steps()), (1, vec![1]));
     assert_eq!(quarter.polls(), 1 + 2 * 10 + 1);
     let keys: Vec<String> = quarter.values()[0].keys().cloned().collect();
-    assert_eq!(keys, ["train_loss", "val_accuracy", "val_loss"]);
+    assert_eq!(
+        keys,
+        [
+            "train_loss",
+            "val_accuracy",
+            "val_f1",
+            "val_loss",
+            "val_precision",
+            "val_recall"
+        ]
+    );
 
     // Promoted to the full budget: all 400 examples, 40 batches an epoch.
     let mut full = TestReporter::default();
@@ -713,4 +781,308 @@ fn mlp_final_model_is_the_checkpoint_a_pause_at_the_end_would_save() {
     };
     assert!(again.steps().is_empty());
     assert_eq!(same, checkpoint);
+}
+
+/// Early stopping inside the trial ends it once the watched metric has not
+/// improved for `early_stopping_patience` epochs: with a learning rate too
+/// small to move the weights, after 1 + patience epochs.
+#[test]
+fn early_stopping_ends_a_trial_that_stopped_improving() {
+    let trainer = trainer();
+    let mut reporter = TestReporter::default();
+    let end = trainer
+        .train(
+            &job_with(
+                "synthetic:spirals",
+                10,
+                3,
+                &[("lr", Float(1e-12))],
+                &[
+                    ("early_stopping_patience", Int(2)),
+                    ("early_stopping_metric", cat("val_loss")),
+                ],
+            ),
+            &mut reporter,
+        )
+        .unwrap();
+    assert_eq!(end, TrainEnd::Finished);
+    assert_eq!(reporter.steps(), [1, 2, 3]);
+}
+
+/// Label smoothing, an L1 penalty, gradient clipping, Nesterov momentum
+/// and rmsprop each change training (and keep it finite).
+#[test]
+fn regularisation_options_change_training() {
+    let trainer = trainer();
+    let run = |settings: &[(&str, hpo_proto::ParamValue)]| {
+        let mut reporter = TestReporter::default();
+        let end = trainer
+            .train(
+                &job_with("synthetic:spirals", 2, 5, &[], settings),
+                &mut reporter,
+            )
+            .unwrap();
+        assert_eq!(end, TrainEnd::Finished);
+        let v = reporter.values();
+        assert!(v.iter().flat_map(|m| m.values()).all(|x| x.is_finite()));
+        v
+    };
+    let plain = run(&[]);
+    for settings in [
+        vec![("label_smoothing", Float(0.3))],
+        vec![("l1", Float(0.01))],
+        vec![("grad_clip", Float(0.01))],
+        vec![("optimizer", cat("rmsprop"))],
+        vec![
+            ("optimizer", cat("sgd")),
+            ("nesterov", Int(1)),
+            ("lr", Float(0.05)),
+        ],
+    ] {
+        assert_ne!(run(&settings), plain, "{settings:?} changed nothing");
+    }
+    // Nesterov differs from plain momentum.
+    let sgd = |n| {
+        run(&[
+            ("optimizer", cat("sgd")),
+            ("nesterov", Int(n)),
+            ("lr", Float(0.05)),
+        ])
+    };
+    assert_ne!(sgd(0), sgd(1));
+}
+
+/// Every schedule changes training against a constant learning rate, and a
+/// bad schedule setting is refused with its name.
+#[test]
+fn learning_rate_schedules_change_training() {
+    let trainer = trainer();
+    let run = |settings: &[(&str, hpo_proto::ParamValue)]| {
+        let mut reporter = TestReporter::default();
+        let end = trainer
+            .train(&segment_job_with("sgd", 3, settings), &mut reporter)
+            .unwrap();
+        assert_eq!(end, TrainEnd::Finished);
+        reporter.history()
+    };
+    let constant = run(&[]);
+    assert_eq!(run(&[("lr_schedule", cat("constant"))]), constant);
+    for schedule in [
+        "step",
+        "exponential",
+        "cosine",
+        "cosine_restarts",
+        "one_cycle",
+    ] {
+        let settings = [("lr_schedule", cat(schedule)), ("lr_step_size", Int(1))];
+        let settings: &[(&str, hpo_proto::ParamValue)] = if schedule == "step" {
+            &settings
+        } else {
+            &settings[..1]
+        };
+        assert_ne!(run(settings), constant, "{schedule} changed nothing");
+    }
+    assert_ne!(run(&[("warmup_epochs", Float(1.0))]), constant);
+    let err = trainer
+        .train(
+            &segment_job_with("sgd", 3, &[("lr_schedule", cat("cosin"))]),
+            &mut TestReporter::default(),
+        )
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("lr_schedule: expected one of"),
+        "{err}"
+    );
+}
+
+/// Each epoch reports the macro precision, recall and F1 too, and ROC AUC
+/// for a two-class task; any of them can drive early stopping.
+#[test]
+fn classification_metrics_are_reported_each_epoch() {
+    let trainer = trainer();
+    // Two classes: label 1 where x1 + x2 > 0, with some noise.
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("binary.csv");
+    let mut text = String::from("x1,x2,label\n");
+    for i in 0..400 {
+        let (x1, x2) = (
+            ((i * 37) % 101) as f64 / 50.0 - 1.0,
+            ((i * 59) % 97) as f64 / 48.0 - 1.0,
+        );
+        let label = u8::from(x1 + x2 + if i % 13 == 0 { 1.5 } else { 0.0 } > 0.0);
+        text.push_str(&format!("{x1},{x2},{label}\n"));
+    }
+    std::fs::write(&csv, text).unwrap();
+    let mut reporter = TestReporter::default();
+    trainer
+        .train(
+            &job(
+                &format!("csv:{}", csv.display()),
+                2,
+                3,
+                &[("lr", Float(0.05)), ("batch_size", Int(32))],
+            ),
+            &mut reporter,
+        )
+        .unwrap();
+    for v in reporter.values() {
+        for key in ["val_precision", "val_recall", "val_f1", "val_auc"] {
+            let x = v[key];
+            assert!((0.0..=1.0).contains(&x), "{key} = {x}");
+        }
+    }
+    let last = &reporter.values()[1];
+    assert!(
+        last["val_auc"] > 0.5,
+        "better than chance after 2 epochs: {last:?}"
+    );
+}
+
+/// A regression data set trains one output on standardised targets and
+/// reports RMSE, MAE and R² in the targets' own units.
+#[test]
+fn regression_sets_train_and_report_rmse_mae_and_r2() {
+    let trainer = trainer();
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("prices.csv");
+    let mut text = String::from("x1,x2,city,price\n");
+    for i in 0..500 {
+        let (x1, x2) = (
+            ((i * 37) % 101) as f64 / 10.0,
+            ((i * 59) % 97) as f64 / 20.0,
+        );
+        let city = ["paris", "lyon"][i % 2];
+        let price = 1000.0 + 30.0 * x1 - 20.0 * x2 + if city == "paris" { 50.0 } else { 0.0 };
+        text.push_str(&format!("{x1},{x2},{city},{price}\n"));
+    }
+    std::fs::write(&csv, text).unwrap();
+    let mut reporter = TestReporter::default();
+    let end = trainer
+        .train(
+            &job(
+                &format!("csv:{}?label=price&task=regression", csv.display()),
+                20,
+                3,
+                &[("lr", Float(0.01)), ("batch_size", Int(32))],
+            ),
+            &mut reporter,
+        )
+        .unwrap();
+    assert_eq!(end, TrainEnd::Finished);
+    let values = reporter.values();
+    let keys: Vec<&str> = values[0].keys().map(String::as_str).collect();
+    assert_eq!(
+        keys,
+        ["train_loss", "val_loss", "val_mae", "val_r2", "val_rmse"]
+    );
+    let (first, last) = (&values[0], &values[values.len() - 1]);
+    assert!(
+        last["val_rmse"] < first["val_rmse"],
+        "{first:?} -> {last:?}"
+    );
+    assert!(last["val_r2"] > 0.9, "{last:?}");
+    // RMSE is in price units: the targets' standard deviation is about 100.
+    assert!(
+        last["val_rmse"] < 40.0 && last["val_mae"] <= last["val_rmse"],
+        "{last:?}"
+    );
+}
+
+/// A 4×4 image set of two classes (bright top half or bright bottom half).
+fn square_images(dir: &std::path::Path) -> String {
+    use crate::data::{gz, idx};
+    let write = |n: u32, images: &str, labels: &str| {
+        let mut pixels = Vec::new();
+        let mut ys = Vec::new();
+        for i in 0..n {
+            let class = (i % 2) as u8;
+            ys.push(class);
+            for p in 0..16u32 {
+                let top = p < 8;
+                let bright = (class == 0) == top;
+                pixels.push(if bright {
+                    200 + (i * 7 + p) % 50
+                } else {
+                    (i * 3 + p) % 40
+                } as u8);
+            }
+        }
+        std::fs::write(dir.join(images), gz(&idx(&[n, 4, 4], &pixels))).unwrap();
+        std::fs::write(dir.join(labels), idx(&[n], &ys)).unwrap();
+    };
+    write(120, "train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte");
+    write(40, "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte");
+    format!("idx:{}", dir.display())
+}
+
+/// Augmentation changes what an image trainer sees (and stays seeded);
+/// it is refused for data that are not images.
+#[test]
+fn augmentation_changes_training_on_images_only() {
+    let trainer = trainer();
+    let dir = tempfile::tempdir().unwrap();
+    let spec = square_images(dir.path());
+    let run = |settings: &[(&str, hpo_proto::ParamValue)]| {
+        let mut reporter = TestReporter::default();
+        let end = trainer
+            .train(
+                &job_with(&spec, 2, 4, &[("batch_size", Int(16))], settings),
+                &mut reporter,
+            )
+            .unwrap();
+        assert_eq!(end, TrainEnd::Finished);
+        reporter.history()
+    };
+    let plain = run(&[]);
+    let augmented = [
+        ("augment_crop_padding", Int(1)),
+        ("augment_hflip", Int(1)),
+        ("augment_shift", Int(1)),
+    ];
+    assert_ne!(run(&augmented), plain);
+    assert_eq!(run(&augmented), run(&augmented), "seeded");
+    let err = trainer
+        .train(
+            &job_with("synthetic:spirals", 1, 1, &[], &[("augment_hflip", Int(1))]),
+            &mut TestReporter::default(),
+        )
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("augmentation is for image data sets"),
+        "{err}"
+    );
+}
+
+/// Oversampling and undersampling change the rows an epoch trains on.
+#[test]
+fn class_balancing_changes_the_training_rows() {
+    let trainer = trainer();
+    let dir = tempfile::tempdir().unwrap();
+    // 3 of 4 rows are class 0.
+    let csv = dir.path().join("skewed.csv");
+    let mut text = String::from("x,label\n");
+    for i in 0..200 {
+        let label = u8::from(i % 4 == 0);
+        text.push_str(&format!(
+            "{},{label}\n",
+            f64::from(i) / 100.0 + f64::from(label)
+        ));
+    }
+    std::fs::write(&csv, text).unwrap();
+    let spec = format!("csv:{}", csv.display());
+    let run = |balance: &str| {
+        let mut reporter = TestReporter::default();
+        trainer
+            .train(
+                &job_with(&spec, 2, 4, &[], &[("balance", cat(balance))]),
+                &mut reporter,
+            )
+            .unwrap();
+        reporter.history()
+    };
+    let none = run("none");
+    assert_ne!(run("oversample"), none);
+    assert_ne!(run("undersample"), none);
+    assert_ne!(run("oversample"), run("undersample"));
 }

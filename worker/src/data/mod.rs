@@ -9,12 +9,70 @@
 //! ([`Dataset::train_tensors`], [`Dataset::val_tensors`]). That is one copy per
 //! trial, small next to the training itself.
 //!
+//! # CSV files
+//!
+//! `csv:PATH` reads a CSV file with a header row; options follow the path
+//! after a `?`, as `KEY=VALUE` pairs joined by `&`:
+//!
+//! ```text
+//! csv:data/houses.csv?label=price&task=regression&categorical=city,kind
+//! csv:iris.csv?split_column=fold&ignore=id
+//! ```
+//!
+//! - `label=COLUMN`: the target column (default: the one named `label`, in
+//!   any case, else the last column that is neither ignored nor the split
+//!   column).
+//! - `task=classification` (default) or `task=regression`. Classification
+//!   labels are the distinct values of the label column, integers or any
+//!   text, numbered `0..k` in sorted order (numerically when every label is
+//!   a number); [`Task::Classification`] keeps their names. Regression
+//!   targets are numbers, kept as `f32`.
+//! - `val_fraction=F` (`0 < F < 1`, default 0.2): the share of rows held out
+//!   for validation, drawn with the data seed and stratified by class for
+//!   classification.
+//! - `split_column=COLUMN`: the split is given per row instead, by a column
+//!   whose values are `train`, `val` (or `validation`) and `test` (any
+//!   case); `test` rows form a test split ([`Dataset::test_tensors`]). Not
+//!   together with `val_fraction`.
+//! - `categorical=A,B,...`: the columns to one-hot encode; every other
+//!   feature column must then hold numbers. Without this option a column is
+//!   categorical when its values are not numbers; a column that is mostly
+//!   numbers with a few values that are not is an error naming the first
+//!   such value (a typo, not a category) unless it is listed here.
+//! - `ignore=A,B,...`: columns that are not features (ids, free text).
+//! - `delimiter=C`: the field separator, one character (`;`, `|`) or `tab`
+//!   (default `,`).
+//!
+//! Fields may be double-quoted (`"a, b"`, `"say ""hi"""`). Numeric feature
+//! columns are standardised with the training rows' mean and standard
+//! deviation (a constant column becomes 0); a missing value (an empty field,
+//! `NA`, `N/A`, `NaN`, `null` or `?`) is imputed with the training mean, so
+//! it is 0 after standardisation. Categorical columns are one-hot encoded
+//! with the categories seen in training, in sorted order, named
+//! `column=value` ([`Dataset::feature_names`]); a category not seen in
+//! training, or a missing value, encodes as all zeros. [`check_csv_spec`]
+//! checks a spec and the file's header without reading the rows.
+//!
+//! # Augmentation and class balancing
+//!
+//! [`augment`] applies random crops, shifts and horizontal flips to a batch
+//! of images; [`balanced_rows`] over- or undersamples the training rows so
+//! every class is equally frequent. Both are pure functions of their inputs
+//! and a seed, for trainers to call per epoch or per batch.
+//!
 //! Nothing here panics on bad input: a damaged file is a [`DataError`] that
 //! names the file and what was expected.
 
+mod augment;
+mod balance;
+mod csv;
+
+pub use augment::{AUGMENT_SETTINGS, Augment, augment, augment_with_fill, parse_augment};
+pub use balance::{Balance, balanced_rows, parse_balance};
+pub use csv::{CsvOptions, CsvSplit, check_csv_spec};
+
 use flate2::read::MultiGzDecoder;
 use rand::rngs::StdRng;
-use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use std::collections::HashMap;
 use std::fmt;
@@ -30,7 +88,14 @@ pub const DATA_SEED: u64 = 0x00da_7a5e_ed00_0001;
 
 /// The spec forms [`DataSpec::parse`] accepts, for error messages and help.
 pub const ACCEPTED_FORMS: &str =
-    "fashion-mnist, mnist, idx:PATH, csv:PATH, synthetic:spirals or synthetic:blobs";
+    "fashion-mnist, mnist, idx:PATH, csv:PATH[?OPTIONS], synthetic:spirals or synthetic:blobs";
+
+/// The options `csv:PATH` takes, for error messages and help.
+pub const CSV_SYNTAX: &str = "csv:PATH takes options as csv:PATH?KEY=VALUE&KEY=VALUE with keys \
+     label=COLUMN, task=classification|regression, \
+     val_fraction=F (0 < F < 1, default 0.2) or split_column=COLUMN (values train, val or validation, test), \
+     categorical=A,B,... (one-hot; default: the columns that are not numbers), \
+     ignore=A,B,..., delimiter=C (one character or `tab`; default `,`)";
 
 /// The data sets known by name, looked up in the folders of [`search_dirs`].
 pub const NAMED_SETS: &[&str] = &["fashion-mnist", "mnist"];
@@ -55,6 +120,9 @@ const MAX_CLASSES: i64 = 100_000;
 pub enum DataError {
     #[error("unknown data set `{0}`: expected {ACCEPTED_FORMS}")]
     UnknownSpec(String),
+    /// A known form (`csv:PATH?...`) whose options do not parse.
+    #[error("bad data set spec `{spec}`: {reason}; {CSV_SYNTAX}")]
+    BadSpec { spec: String, reason: String },
     /// A named set is in none of the folders searched.
     #[error("{name} not found: {detail}")]
     NotFound {
@@ -99,8 +167,15 @@ pub enum DataSpec {
     Named(&'static str),
     /// A folder holding the four IDX files.
     Idx(PathBuf),
-    /// A CSV file with a header row.
+    /// A CSV file with a header row, read with the default options.
     Csv(PathBuf),
+    /// A CSV file read with options other than the defaults
+    /// (`csv:PATH?KEY=VALUE&...`). A spec whose options are all defaults
+    /// parses as [`DataSpec::Csv`], so each file and reading has one form.
+    CsvWith {
+        path: PathBuf,
+        options: CsvOptions,
+    },
     Spirals,
     Blobs,
 }
@@ -119,12 +194,27 @@ impl DataSpec {
                 Ok(DataSpec::Idx(PathBuf::from(path)))
             };
         }
-        if let Some(path) = trimmed.strip_prefix("csv:") {
-            return if path.is_empty() {
-                Err(unknown())
-            } else {
-                Ok(DataSpec::Csv(PathBuf::from(path)))
+        if let Some(rest) = trimmed.strip_prefix("csv:") {
+            let (path, query) = match rest.split_once('?') {
+                Some((path, query)) => (path, Some(query)),
+                None => (rest, None),
             };
+            if path.is_empty() {
+                return Err(unknown());
+            }
+            let options = match query {
+                None => CsvOptions::default(),
+                Some(query) => CsvOptions::parse(query).map_err(|reason| DataError::BadSpec {
+                    spec: spec.to_string(),
+                    reason,
+                })?,
+            };
+            let path = PathBuf::from(path);
+            return Ok(if options == CsvOptions::default() {
+                DataSpec::Csv(path)
+            } else {
+                DataSpec::CsvWith { path, options }
+            });
         }
         match trimmed {
             "synthetic:spirals" => Ok(DataSpec::Spirals),
@@ -133,82 +223,309 @@ impl DataSpec {
         }
     }
 
+    /// The file and options of a `csv:` spec (the defaults for a plain
+    /// `csv:PATH`); `None` for the other forms.
+    pub fn csv(&self) -> Option<(&Path, CsvOptions)> {
+        match self {
+            DataSpec::Csv(path) => Some((path, CsvOptions::default())),
+            DataSpec::CsvWith { path, options } => Some((path, options.clone())),
+            _ => None,
+        }
+    }
+
     /// Whether the seed changes the data (random draws or a random split).
     /// The cache keys only those specs by seed, so a file set is never read
     /// twice just because two callers passed different seeds.
     fn uses_seed(&self) -> bool {
-        matches!(self, DataSpec::Csv(_) | DataSpec::Spirals | DataSpec::Blobs)
+        matches!(
+            self,
+            DataSpec::Csv(_) | DataSpec::CsvWith { .. } | DataSpec::Spirals | DataSpec::Blobs
+        )
     }
 }
 
 impl fmt::Display for DataSpec {
+    /// The canonical form, which parses back to the same spec: options in a
+    /// fixed order, defaults left out.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             DataSpec::Named(name) => f.write_str(name),
             DataSpec::Idx(p) => write!(f, "idx:{}", p.display()),
             DataSpec::Csv(p) => write!(f, "csv:{}", p.display()),
+            DataSpec::CsvWith { path, options } => {
+                write!(f, "csv:{}?{options}", path.display())
+            }
             DataSpec::Spirals => f.write_str("synthetic:spirals"),
             DataSpec::Blobs => f.write_str("synthetic:blobs"),
         }
     }
 }
 
-/// A classification data set, normalised, in CPU memory.
+/// What a data set's targets are, so a trainer can pick its loss and
+/// metrics.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Task {
+    /// Labels are class indices `0..classes.len()`; `classes[i]` names class
+    /// `i` (`"0"`, `"1"`, ... for sets whose labels are bare indices).
+    Classification { classes: Vec<String> },
+    /// Targets are real numbers (`f32`), for a mean squared error.
+    Regression,
+}
+
+impl Task {
+    pub fn is_regression(&self) -> bool {
+        matches!(self, Task::Regression)
+    }
+
+    /// Class names `"0"` to `"classes - 1"`.
+    fn indexed(classes: i64) -> Self {
+        Task::Classification {
+            classes: (0..classes.max(0)).map(|c| c.to_string()).collect(),
+        }
+    }
+}
+
+/// How an image set's flat feature vectors are laid out: each row is one
+/// image, `channels × height × width`, row-major (view a `[n, features]`
+/// batch as `[n, channels, height, width]`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ImageShape {
+    pub channels: i64,
+    pub height: i64,
+    pub width: i64,
+    /// The value a black pixel has after normalisation: the fill for
+    /// [`augment_with_fill`], so padding looks like the images' background.
+    pub background: f32,
+}
+
+/// The mean and standard deviation of a regression set's training targets,
+/// for a trainer that wants to fit standardised targets.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TargetStats {
+    pub mean: f64,
+    /// Population standard deviation; 1 when the targets are constant.
+    pub std: f64,
+}
+
+/// A data set, normalised, in CPU memory.
 ///
-/// Features are row-major `f32` (`len × features`), labels are class indices
-/// in `0..classes`.
+/// Features are row-major `f32` (`len × features`). For classification the
+/// labels are class indices in `0..classes` (`train_y`, `val_y`); for
+/// regression those are empty and the targets are `f32`
+/// ([`Dataset::train_targets`]). [`Dataset::train_tensors`] and friends
+/// return whichever the [`Dataset::task`] has.
 pub struct Dataset {
     pub name: String,
     pub features: i64,
+    /// The number of classes, the width of a classifier's output layer; 1
+    /// for regression (one output).
     pub classes: i64,
     pub train_x: Vec<f32>,
     pub train_y: Vec<i64>,
     pub val_x: Vec<f32>,
     pub val_y: Vec<i64>,
+    task: Task,
+    feature_names: Vec<String>,
+    image: Option<ImageShape>,
+    /// Regression targets per split; empty for classification.
+    train_t: Vec<f32>,
+    val_t: Vec<f32>,
+    test_t: Vec<f32>,
+    /// The test split: empty when the set has none.
+    test_x: Vec<f32>,
+    test_y: Vec<i64>,
 }
 
 impl fmt::Debug for Dataset {
     /// Sizes only: the values would be megabytes of output.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let task = match &self.task {
+            Task::Classification { .. } => "classification",
+            Task::Regression => "regression",
+        };
         f.debug_struct("Dataset")
             .field("name", &self.name)
+            .field("task", &task)
             .field("features", &self.features)
             .field("classes", &self.classes)
             .field("train", &self.train_len())
             .field("val", &self.val_len())
+            .field("test", &self.test_len())
             .finish()
     }
 }
 
 impl Dataset {
+    /// A classification set with classes named by their index and features
+    /// named `x0`, `x1`, ...: the shape every set had before tasks, test
+    /// splits and feature names.
+    pub fn classification(
+        name: String,
+        features: i64,
+        classes: i64,
+        train_x: Vec<f32>,
+        train_y: Vec<i64>,
+        val_x: Vec<f32>,
+        val_y: Vec<i64>,
+    ) -> Self {
+        Dataset {
+            name,
+            features,
+            classes,
+            train_x,
+            train_y,
+            val_x,
+            val_y,
+            task: Task::indexed(classes),
+            feature_names: (0..features).map(|i| format!("x{i}")).collect(),
+            image: None,
+            train_t: Vec::new(),
+            val_t: Vec::new(),
+            test_t: Vec::new(),
+            test_x: Vec::new(),
+            test_y: Vec::new(),
+        }
+    }
+
+    pub fn task(&self) -> &Task {
+        &self.task
+    }
+
+    pub fn is_regression(&self) -> bool {
+        self.task.is_regression()
+    }
+
+    /// One name per feature column, in order: the CSV column names, with
+    /// one-hot columns named `column=value`; `x0`, `x1`, ... for synthetic
+    /// sets and `pixel_ROW_COL` for images.
+    pub fn feature_names(&self) -> &[String] {
+        &self.feature_names
+    }
+
+    /// How the features are laid out as images, for IDX sets.
+    pub fn image_shape(&self) -> Option<ImageShape> {
+        self.image
+    }
+
     pub fn train_len(&self) -> usize {
-        self.train_y.len()
+        if self.is_regression() {
+            self.train_t.len()
+        } else {
+            self.train_y.len()
+        }
     }
 
     pub fn val_len(&self) -> usize {
-        self.val_y.len()
+        if self.is_regression() {
+            self.val_t.len()
+        } else {
+            self.val_y.len()
+        }
+    }
+
+    /// The number of test examples: 0 when the set has no test split.
+    pub fn test_len(&self) -> usize {
+        if self.is_regression() {
+            self.test_t.len()
+        } else {
+            self.test_y.len()
+        }
+    }
+
+    /// Regression targets of the training split (empty for classification).
+    pub fn train_targets(&self) -> &[f32] {
+        &self.train_t
+    }
+
+    /// Regression targets of the validation split (empty for
+    /// classification).
+    pub fn val_targets(&self) -> &[f32] {
+        &self.val_t
+    }
+
+    /// Regression targets of the test split (empty for classification or
+    /// without a test split).
+    pub fn test_targets(&self) -> &[f32] {
+        &self.test_t
+    }
+
+    /// The test split's features, row-major (empty without a test split).
+    pub fn test_features(&self) -> &[f32] {
+        &self.test_x
+    }
+
+    /// The test split's class indices (empty for regression or without a
+    /// test split).
+    pub fn test_labels(&self) -> &[i64] {
+        &self.test_y
+    }
+
+    /// The training targets' mean and standard deviation, for regression.
+    pub fn target_stats(&self) -> Option<TargetStats> {
+        if !self.is_regression() || self.train_t.is_empty() {
+            return None;
+        }
+        let n = self.train_t.len() as f64;
+        let mean = self.train_t.iter().map(|&t| f64::from(t)).sum::<f64>() / n;
+        let var = self
+            .train_t
+            .iter()
+            .map(|&t| (f64::from(t) - mean).powi(2))
+            .sum::<f64>()
+            / n;
+        let std = if var > 1e-24 { var.sqrt() } else { 1.0 };
+        Some(TargetStats { mean, std })
     }
 
     /// The first `limit` training examples (all when `None` or larger than
-    /// the set) as `([n, features] f32, [n] i64)` tensors on `device`.
+    /// the set) as `([n, features] f32, [n])` tensors on `device`; the
+    /// targets are `i64` class indices for classification and `f32` values
+    /// for regression.
     pub fn train_tensors(
         &self,
         limit: Option<usize>,
         device: tch::Device,
     ) -> Result<(Tensor, Tensor), tch::TchError> {
         let n = limit.map_or(self.train_len(), |l| l.min(self.train_len()));
-        self.tensors(&self.train_x, &self.train_y, n, device)
+        self.tensors(&self.train_x, &self.train_y, &self.train_t, n, device)
     }
 
-    /// The validation set as `([n, features] f32, [n] i64)` tensors.
+    /// The validation set as `([n, features] f32, [n])` tensors (targets as
+    /// in [`Dataset::train_tensors`]).
     pub fn val_tensors(&self, device: tch::Device) -> Result<(Tensor, Tensor), tch::TchError> {
-        self.tensors(&self.val_x, &self.val_y, self.val_len(), device)
+        self.tensors(
+            &self.val_x,
+            &self.val_y,
+            &self.val_t,
+            self.val_len(),
+            device,
+        )
+    }
+
+    /// The test set as `([n, features] f32, [n])` tensors (targets as in
+    /// [`Dataset::train_tensors`]), or `None` when the set has no test split.
+    pub fn test_tensors(
+        &self,
+        device: tch::Device,
+    ) -> Result<Option<(Tensor, Tensor)>, tch::TchError> {
+        if self.test_len() == 0 {
+            return Ok(None);
+        }
+        self.tensors(
+            &self.test_x,
+            &self.test_y,
+            &self.test_t,
+            self.test_len(),
+            device,
+        )
+        .map(Some)
     }
 
     fn tensors(
         &self,
         x: &[f32],
-        y: &[i64],
+        labels: &[i64],
+        targets: &[f32],
         n: usize,
         device: tch::Device,
     ) -> Result<(Tensor, Tensor), tch::TchError> {
@@ -216,8 +533,12 @@ impl Dataset {
         let xs = Tensor::f_from_slice(&x[..n * d])?
             .f_view([n as i64, self.features])?
             .f_to_device(device)?;
-        let ys = Tensor::f_from_slice(&y[..n])?.f_to_device(device)?;
-        Ok((xs, ys))
+        let ys = if self.is_regression() {
+            Tensor::f_from_slice(&targets[..n])?
+        } else {
+            Tensor::f_from_slice(&labels[..n])?
+        };
+        Ok((xs, ys.f_to_device(device)?))
     }
 
     /// Checks the invariants the trainers rely on, so a loader bug or an odd
@@ -227,7 +548,7 @@ impl Dataset {
         if self.features < 1 {
             return Err(DataError::invalid(origin, "no feature columns"));
         }
-        if self.train_y.is_empty() || self.val_y.is_empty() {
+        if self.train_len() == 0 || self.val_len() == 0 {
             return Err(DataError::invalid(
                 origin,
                 format!(
@@ -237,31 +558,74 @@ impl Dataset {
                 ),
             ));
         }
-        if self.train_x.len() != self.train_len() * d || self.val_x.len() != self.val_len() * d {
+        if self.train_x.len() != self.train_len() * d
+            || self.val_x.len() != self.val_len() * d
+            || self.test_x.len() != self.test_len() * d
+            || self.feature_names.len() != d
+        {
             return Err(DataError::invalid(
                 origin,
                 "feature and label counts differ",
             ));
         }
-        if self.classes < 2 || self.classes > MAX_CLASSES {
-            return Err(DataError::invalid(
-                origin,
-                format!(
-                    "needs between 2 and {MAX_CLASSES} classes, found {}",
-                    self.classes
-                ),
-            ));
-        }
-        if let Some(bad) = self
-            .train_y
-            .iter()
-            .chain(&self.val_y)
-            .find(|&&y| y < 0 || y >= self.classes)
-        {
-            return Err(DataError::invalid(
-                origin,
-                format!("label {bad} is outside 0..{}", self.classes),
-            ));
+        match &self.task {
+            Task::Regression => {
+                let labels = self.train_y.len() + self.val_y.len() + self.test_y.len();
+                if self.classes != 1 || labels != 0 {
+                    return Err(DataError::invalid(
+                        origin,
+                        "a regression set has one output and no class labels",
+                    ));
+                }
+                if self
+                    .train_t
+                    .iter()
+                    .chain(&self.val_t)
+                    .chain(&self.test_t)
+                    .any(|t| !t.is_finite())
+                {
+                    return Err(DataError::invalid(
+                        origin,
+                        "a regression target is not a finite number",
+                    ));
+                }
+            }
+            Task::Classification { classes } => {
+                if self.classes < 2 || self.classes > MAX_CLASSES {
+                    return Err(DataError::invalid(
+                        origin,
+                        format!(
+                            "needs between 2 and {MAX_CLASSES} classes, found {}",
+                            self.classes
+                        ),
+                    ));
+                }
+                if classes.len() as i64 != self.classes {
+                    return Err(DataError::invalid(
+                        origin,
+                        format!("{} class names for {} classes", classes.len(), self.classes),
+                    ));
+                }
+                let targets = self.train_t.len() + self.val_t.len() + self.test_t.len();
+                if targets != 0 {
+                    return Err(DataError::invalid(
+                        origin,
+                        "a classification set has no regression targets",
+                    ));
+                }
+                if let Some(bad) = self
+                    .train_y
+                    .iter()
+                    .chain(&self.val_y)
+                    .chain(&self.test_y)
+                    .find(|&&y| y < 0 || y >= self.classes)
+                {
+                    return Err(DataError::invalid(
+                        origin,
+                        format!("label {bad} is outside 0..{}", self.classes),
+                    ));
+                }
+            }
         }
         Ok(self)
     }
@@ -325,7 +689,8 @@ fn load_spec(spec: &DataSpec, seed: u64) -> Result<Dataset, DataError> {
             load_idx_dir(&dir, name, Some(10))
         }
         DataSpec::Idx(dir) => load_idx_dir(dir, name, None),
-        DataSpec::Csv(path) => load_csv(path, name, seed),
+        DataSpec::Csv(path) => csv::load(path, &CsvOptions::default(), name, seed),
+        DataSpec::CsvWith { path, options } => csv::load(path, options, name, seed),
         DataSpec::Spirals => Ok(spirals(seed, name)),
         DataSpec::Blobs => Ok(blobs(seed, name)),
     }
@@ -550,148 +915,26 @@ fn load_idx_dir(dir: &Path, name: String, classes: Option<i64>) -> Result<Datase
     let normalise = |bytes: &[u8]| bytes.iter().map(|&b| table[usize::from(b)]).collect();
     let labels = |bytes: &[u8]| bytes.iter().map(|&b| i64::from(b)).collect();
 
-    Dataset {
+    let (height, width) = (train_x.dims[1], train_x.dims[2]);
+    let mut set = Dataset::classification(
         name,
-        features: features as i64,
+        features as i64,
         classes,
-        train_x: normalise(&train_x.data),
-        train_y: labels(&train_y.data),
-        val_x: normalise(&val_x.data),
-        val_y: labels(&val_y.data),
-    }
-    .checked(dir)
-}
-
-/// Strips whitespace and one pair of double quotes from a CSV field.
-fn csv_field(s: &str) -> &str {
-    let s = s.trim();
-    s.strip_prefix('"')
-        .and_then(|s| s.strip_suffix('"'))
-        .unwrap_or(s)
-        .trim()
-}
-
-/// Loads a CSV file: a header row, then one example per line. The label
-/// column is the one named `label` (any case), else the last; labels are
-/// class indices 0..K-1 and every other column is a numeric feature. Fields
-/// are comma-separated and may be double-quoted but hold no commas.
-///
-/// The split is a seeded shuffle, 80% for training and 20% for validation;
-/// features are standardised per column with the training rows' statistics.
-fn load_csv(path: &Path, name: String, seed: u64) -> Result<Dataset, DataError> {
-    let bytes = std::fs::read(path).map_err(|e| DataError::io(path, e))?;
-    let text = String::from_utf8(bytes)
-        .map_err(|_| DataError::invalid(path, "not UTF-8 text: expected a CSV file"))?;
-    let mut lines = text
-        .lines()
-        .enumerate()
-        .map(|(i, l)| (i + 1, l))
-        .filter(|(_, l)| !l.trim().is_empty());
-    let (_, header) = lines
-        .next()
-        .ok_or_else(|| DataError::invalid(path, "empty file: expected a header row"))?;
-    let columns: Vec<&str> = header.split(',').map(csv_field).collect();
-    if columns.len() < 2 {
-        return Err(DataError::invalid(
-            path,
-            "the header names one column: expected features and a label",
-        ));
-    }
-    let label_col = columns
-        .iter()
-        .position(|c| c.eq_ignore_ascii_case("label"))
-        .unwrap_or(columns.len() - 1);
-    let features = columns.len() - 1;
-
-    let mut xs: Vec<f32> = Vec::new();
-    let mut ys: Vec<i64> = Vec::new();
-    for (line_no, line) in lines {
-        let fields: Vec<&str> = line.split(',').map(csv_field).collect();
-        if fields.len() != columns.len() {
-            return Err(DataError::invalid(
-                path,
-                format!(
-                    "line {line_no}: {} fields, but the header has {}",
-                    fields.len(),
-                    columns.len()
-                ),
-            ));
-        }
-        for (col, field) in fields.iter().enumerate() {
-            if col == label_col {
-                ys.push(parse_label(field).ok_or_else(|| {
-                    DataError::invalid(
-                        path,
-                        format!(
-                            "line {line_no}: label `{field}` is not a class index (an integer from 0)"
-                        ),
-                    )
-                })?);
-            } else {
-                let v: f64 = field.parse().ok().filter(|v: &f64| v.is_finite()).ok_or_else(|| {
-                    DataError::invalid(
-                        path,
-                        format!(
-                            "line {line_no}: column `{}` has `{field}`, expected a finite number",
-                            columns[col]
-                        ),
-                    )
-                })?;
-                xs.push(v as f32);
-            }
-        }
-    }
-    let n = ys.len();
-    if n < 2 {
-        return Err(DataError::invalid(
-            path,
-            format!("{n} data row(s): need at least 2 to split into training and validation"),
-        ));
-    }
-    let classes = ys.iter().copied().max().unwrap_or(0).saturating_add(1);
-    if classes > MAX_CLASSES {
-        return Err(DataError::invalid(
-            path,
-            format!(
-                "label {} is too large: labels must be class indices below {MAX_CLASSES}",
-                classes - 1
-            ),
-        ));
-    }
-
-    let mut order: Vec<usize> = (0..n).collect();
-    order.shuffle(&mut StdRng::seed_from_u64(seed));
-    let n_val = (n / 5).max(1);
-    let (val_rows, train_rows) = order.split_at(n_val);
-    let gather = |rows: &[usize]| -> (Vec<f32>, Vec<i64>) {
-        let mut x = Vec::with_capacity(rows.len() * features);
-        for &r in rows {
-            x.extend_from_slice(&xs[r * features..(r + 1) * features]);
-        }
-        (x, rows.iter().map(|&r| ys[r]).collect())
-    };
-    let (mut train_x, train_y) = gather(train_rows);
-    let (mut val_x, val_y) = gather(val_rows);
-    standardise_columns(&mut train_x, &mut val_x, features);
-    Dataset {
-        name,
-        features: features as i64,
-        classes,
-        train_x,
-        train_y,
-        val_x,
-        val_y,
-    }
-    .checked(path)
-}
-
-/// A class index: a non-negative integer, also written as `3.0`.
-fn parse_label(field: &str) -> Option<i64> {
-    if let Ok(v) = field.parse::<i64>() {
-        return (v >= 0).then_some(v);
-    }
-    let v: f64 = field.parse().ok()?;
-    (v >= 0.0 && v.fract() == 0.0 && v < MAX_CLASSES as f64).then_some(v as i64)
+        normalise(&train_x.data),
+        labels(&train_y.data),
+        normalise(&val_x.data),
+        labels(&val_y.data),
+    );
+    set.feature_names = (0..height)
+        .flat_map(|r| (0..width).map(move |c| format!("pixel_{r}_{c}")))
+        .collect();
+    set.image = Some(ImageShape {
+        channels: 1,
+        height: height as i64,
+        width: width as i64,
+        background: table[0],
+    });
+    set.checked(dir)
 }
 
 /// Standardises each feature column to zero mean and unit variance using the
@@ -754,15 +997,15 @@ fn synthetic(
     let mut train_y = y;
     let val_y = train_y.split_off(n_train);
     standardise_columns(&mut train_x, &mut val_x, features);
-    Dataset {
+    Dataset::classification(
         name,
-        features: features as i64,
+        features as i64,
         classes,
         train_x,
         train_y,
         val_x,
         val_y,
-    }
+    )
 }
 
 /// Three interleaved spirals in the plane, 1000 points each (2400 train,
@@ -845,6 +1088,8 @@ mod tests {
             "mnist",
             "idx:/a/b",
             "csv:x.csv",
+            "csv:x.csv?label=y&task=regression&split_column=fold&ignore=id,name",
+            "csv:x.csv?val_fraction=0.3&categorical=a,b&delimiter=tab",
             "synthetic:spirals",
             "synthetic:blobs",
         ] {
@@ -852,6 +1097,10 @@ mod tests {
             assert_eq!(parsed.to_string(), spec);
         }
         assert!(DataSpec::parse("idx:").is_err());
+        assert!(matches!(
+            DataSpec::parse("csv:x.csv?colour=red"),
+            Err(DataError::BadSpec { .. })
+        ));
         assert!(DataSpec::parse("synthetic:moons").is_err());
     }
 }
