@@ -376,14 +376,14 @@ fn read_study(path: &Path) -> Result<(String, String)> {
     Ok((text, name))
 }
 
-/// The mlp trainer's data set, as far as this machine can tell: the spec
+/// The tch trainers' data set, as far as this machine can tell: the spec
 /// parses, and a `csv:` file that is here has the columns its options name
 /// (only its header is read). A file that is not here may be on the
 /// workers: they check it when they load it.
 fn check_dataset(spec: &StudySpec, source: &str) -> Result<()> {
     use hpo_worker::data::{DataSpec, check_csv_spec};
     let dataset = &spec.trainer.dataset;
-    if spec.trainer.kind != "mlp" || dataset.is_empty() {
+    if !matches!(spec.trainer.kind.as_str(), "mlp" | "cnn" | "resnet") || dataset.is_empty() {
         return Ok(());
     }
     let bad =

@@ -564,3 +564,96 @@ fn bohb_needs_a_hyperband_schedule() {
         assert_eq!(s.search.algorithm, Algorithm::Bohb);
     }
 }
+
+const CNN: &str = r#"
+name = "fashion-cnn"
+[objective]
+metric = "val_accuracy"
+direction = "maximize"
+[search]
+algorithm = "random"
+max_trials = 8
+[trainer]
+kind = "cnn"
+dataset = "idx:/data/fashion-mnist"
+epochs = 3
+batch_norm = 1
+[params]
+lr = { type = "float", low = 1e-4, high = 1e-2, log = true }
+conv_layers = { type = "int", low = 1, high = 3 }
+channels = [16, 32, 64]
+kernel_size = [3, 5]
+pool = ["max", "avg", "none"]
+"#;
+
+/// The convolutional trainers take their architecture's parameters and the
+/// mlp's training settings; a kernel size they cannot use is refused at
+/// submit time naming its key, fixed or searched.
+#[test]
+fn cnn_and_resnet_studies_check_their_architecture() {
+    let s = StudySpec::parse(CNN, "cnn.toml").unwrap();
+    assert_eq!(s.trainer.kind, "cnn");
+    assert_eq!(s.params.len(), 5);
+    // The mlp's training settings are shared ...
+    let shared = CNN.replace(
+        "batch_norm = 1\n",
+        "batch_norm = 1\noptimizer = \"sgd\"\naugment_hflip = 1\n",
+    );
+    StudySpec::parse(&shared, "cnn.toml").unwrap();
+    // ... its architecture's are not.
+    assert!(
+        err(&CNN.replace("batch_norm = 1\n", "layers = 2\n"))
+            .starts_with("study.toml: trainer.layers: unknown setting for trainer `cnn`"),
+        "{}",
+        err(&CNN.replace("batch_norm = 1\n", "layers = 2\n"))
+    );
+
+    assert_eq!(
+        err(&CNN
+            .replace("batch_norm = 1\n", "kernel_size = 4\n")
+            .replace("kernel_size = [3, 5]\n", "")),
+        "study.toml: trainer.kernel_size: kernel_size must be one of 3, 5, 7, got 4"
+    );
+    assert_eq!(
+        err(&CNN.replace("kernel_size = [3, 5]", "kernel_size = [3, 4]")),
+        "study.toml: params.kernel_size: kernel_size must be one of 3, 5, 7, got 4"
+    );
+    // A range would sample 4 and 6: kernel sizes are searched as choices.
+    assert_eq!(
+        err(&CNN.replace(
+            "kernel_size = [3, 5]",
+            "kernel_size = { type = \"int\", low = 3, high = 7 }"
+        )),
+        "study.toml: params.kernel_size: expected type = \"categorical\""
+    );
+    for (bad, key) in [
+        (
+            "conv_layers = { type = \"int\", low = 1, high = 7 }",
+            "params.conv_layers",
+        ),
+        ("channels = [2, 32]", "params.channels"),
+        ("pool = [\"max\", \"min\"]", "params.pool"),
+    ] {
+        let name = key.trim_start_matches("params.");
+        let line = CNN
+            .lines()
+            .find(|l| l.starts_with(&format!("{name} =")))
+            .unwrap();
+        let e = err(&CNN.replace(line, bad));
+        assert!(e.starts_with(&format!("study.toml: {key}: ")), "{e}");
+    }
+
+    let resnet = CNN
+        .replace("kind = \"cnn\"", "kind = \"resnet\"")
+        .replace("batch_norm = 1\n", "preactivation = 1\n")
+        .replace("conv_layers = { type = \"int\", low = 1, high = 3 }\nchannels = [16, 32, 64]\nkernel_size = [3, 5]\npool = [\"max\", \"avg\", \"none\"]\n", "depth = { type = \"int\", low = 1, high = 4 }\nwidth = [8, 16, 32]\nstages = [2, 3]\n");
+    let s = StudySpec::parse(&resnet, "resnet.toml").unwrap();
+    assert_eq!(s.params.len(), 4);
+    let e = err(&resnet.replace("stages = [2, 3]", "stages = [2, 4]"));
+    assert!(e.starts_with("study.toml: params.stages: "), "{e}");
+    let e = err(&resnet.replace("preactivation = 1\n", "kernel_size = 3\n"));
+    assert!(
+        e.starts_with("study.toml: trainer.kernel_size: unknown setting for trainer `resnet`"),
+        "{e}"
+    );
+}

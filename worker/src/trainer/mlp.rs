@@ -1,7 +1,10 @@
-//! The `mlp` trainer: a multi-layer perceptron trained with libtorch on one
-//! of the data sets of [`crate::data`], reporting `train_loss`, `val_loss` and
-//! `val_accuracy` after each epoch (with `Resource::DataFraction`, once per
-//! segment, after `trainer.epochs` epochs on its share of the data).
+//! The libtorch trainers: `mlp` (a multi-layer perceptron), `cnn` (conv
+//! blocks and a dense head) and `resnet` (a small residual network), one
+//! training loop over the [`Model`] of [`super::models`]. Each trains on one
+//! of the data sets of [`crate::data`] (the convolutional ones on image sets
+//! only), reporting `train_loss`, `val_loss` and `val_accuracy` after each
+//! epoch (with `Resource::DataFraction`, once per segment, after
+//! `trainer.epochs` epochs on its share of the data).
 //!
 //! # Randomness
 //!
@@ -15,11 +18,13 @@
 //! - the initial weights are drawn on the CPU and copied into the variables;
 //! - the epoch's shuffle is a permutation drawn on the CPU, copied to the
 //!   device once per epoch, and batches are `index_select`s of it;
-//! - dropout masks are drawn on the CPU per batch (layers × batch × hidden
-//!   floats, about 256 KiB for one layer of 512 units and batches of 128)
-//!   rather than with `Tensor::dropout`, which uses the global generator.
-//!   The cost is small next to the batch's matrix products on CPU; on a GPU
-//!   it is one small host-to-device copy per batch, and only with dropout.
+//! - dropout masks are drawn on the CPU per batch (for the MLP, layers ×
+//!   batch × hidden floats, about 256 KiB for one layer of 512 units and
+//!   batches of 128; for a CNN, one mask of the conv stack's output and one
+//!   of the head's) rather than with `Tensor::dropout`, which uses the
+//!   global generator. The cost is small next to the batch's matrix
+//!   products on CPU; on a GPU it is one small host-to-device copy per
+//!   batch, and only with dropout.
 //!
 //! Hence no `tch::manual_seed` either: it would only disturb other users of
 //! the global generator. What remains is libtorch's arithmetic, which is
@@ -27,8 +32,9 @@
 //!
 //! # Pause and resume
 //!
-//! A paused trial's checkpoint holds the weights, the optimizer's buffers
-//! and step count, and the step. The shuffle and dropout generators of an
+//! A paused trial's checkpoint holds the weights, the model's buffers
+//! (batch norm's running statistics), the optimizer's buffers and step
+//! count, and the step. The shuffle and dropout generators of an
 //! epoch are seeded from (trial seed, epoch) rather than carried over from
 //! the previous epoch, so their state needs no saving: a trial resumed after
 //! epoch k draws what an uninterrupted one draws, and on CPU its metrics are
@@ -36,12 +42,16 @@
 //! because `tch::nn::Optimizer` keeps its state inside libtorch, out of
 //! reach of a checkpoint.
 
+use super::models::{Activation, Arch, Model, ModelKind, Pass, parameter_count};
 use super::schedule::{LrSchedule, Schedule, parse_schedule};
 use super::{Reporter, TrainEnd, TrainError, Trainer, TrialJob};
 use crate::data::{
     Augment, Balance, DATA_SEED, DataCache, Dataset, augment_with_fill, balanced_rows,
     parse_augment, parse_balance,
 };
+// The metrics the tch trainers report (any may be the objective or drive
+// early stopping): the submit-time check's list.
+use hpo_proto::trainers::TCH_METRICS as METRICS;
 use hpo_proto::{Assignment, Decision, MetricValues, ParamValue, Resource};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
@@ -52,10 +62,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use tch::{Kind, Reduction, TchError, Tensor};
 
-/// Validation rows per forward pass: bounds evaluation memory (hidden width
-/// × this many floats per layer) without many small passes.
-const EVAL_BATCH: i64 = 2048;
-
+/// The `mlp` trainer: a multi-layer perceptron on any data set.
 pub struct MlpTrainer {
     data: Arc<DataCache>,
 }
@@ -68,36 +75,77 @@ impl MlpTrainer {
 
 impl Trainer for MlpTrainer {
     fn train(&self, job: &TrialJob, reporter: &mut dyn Reporter) -> Result<TrainEnd, TrainError> {
-        // Settings are checked before anything else, so a bad trial fails
-        // at once even when a stop is pending or the data set is large.
-        let config = MlpConfig::from_assignment(&job.assignment)?;
-        check_segment(job)?;
-        if reporter.stop_requested() {
-            return Ok(TrainEnd::Stopped);
-        }
-        let data = self.data.get(&job.assignment.trainer.dataset, DATA_SEED)?;
-        // The non-`f_` calls of tch (the optimizer's step, for one) panic on
-        // a libtorch error such as CUDA running out of memory. That is a
-        // failed trial, not a reason to lose the slot's thread.
-        catch_unwind(AssertUnwindSafe(|| run(&config, &data, job, reporter))).unwrap_or_else(
-            |panic| {
-                let msg = panic
-                    .downcast_ref::<String>()
-                    .map(String::as_str)
-                    .or_else(|| panic.downcast_ref::<&str>().copied())
-                    .unwrap_or("libtorch panicked");
-                Err(TrainError::Torch(msg.to_string()))
-            },
-        )
+        train(ModelKind::Mlp, &self.data, job, reporter)
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Activation {
-    Relu,
-    Tanh,
-    Gelu,
-    Sigmoid,
+/// The `cnn` trainer: conv blocks and a dense head, on image sets.
+pub struct CnnTrainer {
+    data: Arc<DataCache>,
+}
+
+impl CnnTrainer {
+    pub fn new(data: Arc<DataCache>) -> Self {
+        CnnTrainer { data }
+    }
+}
+
+impl Trainer for CnnTrainer {
+    fn train(&self, job: &TrialJob, reporter: &mut dyn Reporter) -> Result<TrainEnd, TrainError> {
+        train(ModelKind::Cnn, &self.data, job, reporter)
+    }
+}
+
+/// The `resnet` trainer: a small residual network, on image sets.
+pub struct ResNetTrainer {
+    data: Arc<DataCache>,
+}
+
+impl ResNetTrainer {
+    pub fn new(data: Arc<DataCache>) -> Self {
+        ResNetTrainer { data }
+    }
+}
+
+impl Trainer for ResNetTrainer {
+    fn train(&self, job: &TrialJob, reporter: &mut dyn Reporter) -> Result<TrainEnd, TrainError> {
+        train(ModelKind::ResNet, &self.data, job, reporter)
+    }
+}
+
+/// One segment of a trial of a `kind` model.
+fn train(
+    kind: ModelKind,
+    cache: &DataCache,
+    job: &TrialJob,
+    reporter: &mut dyn Reporter,
+) -> Result<TrainEnd, TrainError> {
+    // Settings are checked before anything else, so a bad trial fails
+    // at once even when a stop is pending or the data set is large.
+    let config = Config::from_assignment(kind, &job.assignment)?;
+    check_segment(job)?;
+    if reporter.stop_requested() {
+        return Ok(TrainEnd::Stopped);
+    }
+    let data = cache.get(&job.assignment.trainer.dataset, DATA_SEED)?;
+    if kind.needs_images() && data.image_shape().is_none() {
+        return Err(TrainError::Invalid(format!(
+            "the {} trainer needs an image data set (idx:DIR, such as MNIST or Fashion-MNIST); `{}` is not one",
+            kind.name(),
+            job.assignment.trainer.dataset
+        )));
+    }
+    // The non-`f_` calls of tch (the optimizer's step, for one) panic on
+    // a libtorch error such as CUDA running out of memory. That is a
+    // failed trial, not a reason to lose the slot's thread.
+    catch_unwind(AssertUnwindSafe(|| run(&config, &data, job, reporter))).unwrap_or_else(|panic| {
+        let msg = panic
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| panic.downcast_ref::<&str>().copied())
+            .unwrap_or("libtorch panicked");
+        Err(TrainError::Torch(msg.to_string()))
+    })
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -108,11 +156,19 @@ enum OptimizerKind {
     RmsProp,
 }
 
-/// One trial's hyperparameters, defaults filled in and ranges checked.
+/// One trial's configuration: the model's architecture and the training
+/// settings, defaults filled in and ranges checked.
 #[derive(Debug, Clone, PartialEq)]
-struct MlpConfig {
-    hidden: i64,
-    layers: usize,
+struct Config {
+    arch: Arch,
+    settings: Settings,
+}
+
+/// What every model's training shares, defaults filled in and ranges
+/// checked. (The fields up to `activation` and `dropout` are the MLP's
+/// former configuration, in its order: see [`fingerprint`].)
+#[derive(Debug, Clone, PartialEq)]
+struct Settings {
     activation: Activation,
     dropout: f64,
     optimizer: OptimizerKind,
@@ -149,12 +205,12 @@ struct MlpConfig {
 
 /// Looks a parameter up in the searched values first, then in the fixed
 /// settings: a study may search a parameter or pin it.
-struct ParamSource<'a> {
+pub(super) struct ParamSource<'a> {
     assignment: &'a Assignment,
 }
 
 impl ParamSource<'_> {
-    fn get(&self, name: &str) -> Option<&ParamValue> {
+    pub(super) fn get(&self, name: &str) -> Option<&ParamValue> {
         self.assignment
             .params
             .get(name)
@@ -163,7 +219,7 @@ impl ParamSource<'_> {
 
     /// A number (an integer is accepted where a float is expected: a fixed
     /// `weight_decay = 0` reads as an integer), checked by `valid`.
-    fn float(
+    pub(super) fn float(
         &self,
         name: &str,
         default: f64,
@@ -180,7 +236,7 @@ impl ParamSource<'_> {
     }
 
     /// An integer; a float with no fractional part (`256.0`) is accepted.
-    fn int(
+    pub(super) fn int(
         &self,
         name: &str,
         default: i64,
@@ -189,12 +245,7 @@ impl ParamSource<'_> {
         let Some(value) = self.get(name) else {
             return Ok(default);
         };
-        let as_int = match value {
-            ParamValue::Int(v) => Some(*v),
-            ParamValue::Float(v) if v.fract() == 0.0 && v.abs() < 9e15 => Some(*v as i64),
-            _ => None,
-        };
-        match as_int {
+        match as_int(value) {
             Some(v) if range.contains(&v) => Ok(v),
             _ => Err(invalid(
                 name,
@@ -204,7 +255,30 @@ impl ParamSource<'_> {
         }
     }
 
-    fn choice<T: Copy>(
+    /// An integer that must be one of `allowed` (a kernel size).
+    pub(super) fn int_of(
+        &self,
+        name: &str,
+        default: i64,
+        allowed: &[i64],
+    ) -> Result<i64, TrainError> {
+        let Some(value) = self.get(name) else {
+            return Ok(default);
+        };
+        match as_int(value) {
+            Some(v) if allowed.contains(&v) => Ok(v),
+            _ => {
+                let names: Vec<String> = allowed.iter().map(i64::to_string).collect();
+                Err(invalid(
+                    name,
+                    &format!("one of {}", names.join(", ")),
+                    value,
+                ))
+            }
+        }
+    }
+
+    pub(super) fn choice<T: Copy>(
         &self,
         name: &str,
         default: T,
@@ -229,39 +303,49 @@ impl ParamSource<'_> {
     }
 }
 
+/// An integer, or a float with no fractional part (`256.0`).
+fn as_int(value: &ParamValue) -> Option<i64> {
+    match value {
+        ParamValue::Int(v) => Some(*v),
+        ParamValue::Float(v) if v.fract() == 0.0 && v.abs() < 9e15 => Some(*v as i64),
+        _ => None,
+    }
+}
+
 fn invalid(name: &str, expected: &str, got: &ParamValue) -> TrainError {
     TrainError::Invalid(format!("{name} must be {expected}, got `{got}`"))
 }
 
-impl MlpConfig {
-    fn from_assignment(assignment: &Assignment) -> Result<Self, TrainError> {
+impl Config {
+    fn from_assignment(kind: ModelKind, assignment: &Assignment) -> Result<Self, TrainError> {
         let p = ParamSource { assignment };
+        let name = kind.name();
         let epochs = assignment.trainer.epochs;
         if epochs == 0 {
-            return Err(TrainError::Invalid(
-                "epochs must be at least 1 for the mlp trainer".to_string(),
-            ));
+            return Err(TrainError::Invalid(format!(
+                "epochs must be at least 1 for the {name} trainer"
+            )));
         }
         if assignment.trainer.dataset.trim().is_empty() {
-            return Err(TrainError::Invalid(
-                "the mlp trainer needs a data set (trainer.dataset)".to_string(),
-            ));
+            return Err(TrainError::Invalid(format!(
+                "the {name} trainer needs a data set (trainer.dataset)"
+            )));
         }
+        let arch = Arch::parse(kind, &p)?;
+        Ok(Config {
+            arch,
+            settings: Settings::from_assignment(&p, assignment)?,
+        })
+    }
+}
+
+impl Settings {
+    fn from_assignment(p: &ParamSource<'_>, assignment: &Assignment) -> Result<Self, TrainError> {
+        let epochs = assignment.trainer.epochs;
         let (schedule, warmup_epochs) =
             parse_schedule(&|name| p.get(name).cloned()).map_err(TrainError::Invalid)?;
-        Ok(MlpConfig {
-            hidden: p.int("hidden", 128, 1..=65_536)?,
-            layers: p.int("layers", 1, 1..=64)? as usize,
-            activation: p.choice(
-                "activation",
-                Activation::Relu,
-                &[
-                    ("relu", Activation::Relu),
-                    ("tanh", Activation::Tanh),
-                    ("gelu", Activation::Gelu),
-                    ("sigmoid", Activation::Sigmoid),
-                ],
-            )?,
+        Ok(Settings {
+            activation: p.choice("activation", Activation::Relu, Activation::CHOICES)?,
             dropout: p.float(
                 "dropout",
                 0.0,
@@ -320,94 +404,18 @@ impl MlpConfig {
     }
 }
 
-/// A linear layer's variables.
-struct Layer {
-    weight: Tensor,
-    bias: Tensor,
-}
-
-struct Mlp {
-    hidden: Vec<Layer>,
-    output: Layer,
-    activation: Activation,
-}
-
-impl Mlp {
-    /// Creates the variables on `device` with weights drawn from `rng`:
-    /// He-uniform for ReLU-like hidden layers (keeps the activations' scale
-    /// through deep stacks), Glorot-uniform for tanh/sigmoid and the output
-    /// layer; zero biases. Not libtorch's initialisers: see the module doc.
-    fn new(
-        rng: &mut StdRng,
-        features: i64,
-        classes: i64,
-        config: &MlpConfig,
-        device: tch::Device,
-    ) -> Result<Self, TchError> {
-        let mut layer = |fan_in: i64, fan_out: i64, he: bool| {
-            let bound = if he {
-                (6.0 / fan_in as f64).sqrt()
-            } else {
-                (6.0 / (fan_in + fan_out) as f64).sqrt()
-            } as f32;
-            let values: Vec<f32> = (0..fan_in * fan_out)
-                .map(|_| rng.gen_range(-bound..=bound))
-                .collect();
-            let init = Tensor::f_from_slice(&values)?.f_view([fan_out, fan_in])?;
-            // A fresh leaf on the device (not a view of the host buffer), as
-            // a `VarStore` would make it.
-            let mut weight = Tensor::f_zeros([fan_out, fan_in], (Kind::Float, device))?;
-            tch::no_grad(|| weight.f_copy_(&init))?;
-            Ok::<_, TchError>(Layer {
-                weight: weight.f_set_requires_grad(true)?,
-                bias: Tensor::f_zeros([fan_out], (Kind::Float, device))?
-                    .f_set_requires_grad(true)?,
-            })
-        };
-        let he = matches!(config.activation, Activation::Relu | Activation::Gelu);
-        let mut hidden = Vec::with_capacity(config.layers);
-        let mut width = features;
-        for _ in 0..config.layers {
-            hidden.push(layer(width, config.hidden, he)?);
-            width = config.hidden;
-        }
-        let output = layer(width, classes, false)?;
-        Ok(Mlp {
-            hidden,
-            output,
-            activation: config.activation,
-        })
-    }
-
-    /// Handles on the variables, in a fixed order (hidden layers first,
-    /// weight before bias): the optimizer updates them in place and the
-    /// checkpoint names them by position.
-    fn parameters(&self) -> Vec<Tensor> {
-        self.hidden
+/// Detached copies of `tensors`, on their devices.
+fn copies(tensors: &[Tensor]) -> Result<Vec<Tensor>, TchError> {
+    tch::no_grad(|| {
+        tensors
             .iter()
-            .chain(std::iter::once(&self.output))
-            .flat_map(|l| [l.weight.shallow_clone(), l.bias.shallow_clone()])
+            .map(|t| {
+                let mut copy = Tensor::f_zeros_like(t)?;
+                copy.f_copy_(t)?;
+                Ok(copy)
+            })
             .collect()
-    }
-
-    /// Logits for `xs`. `masks`, in training only, holds one scaled dropout
-    /// mask per hidden layer (`[layers, batch, hidden]`).
-    fn forward(&self, xs: &Tensor, masks: Option<&Tensor>) -> Result<Tensor, TchError> {
-        let mut h = xs.shallow_clone();
-        for (i, layer) in self.hidden.iter().enumerate() {
-            h = h.f_linear(&layer.weight, Some(&layer.bias))?;
-            h = match self.activation {
-                Activation::Relu => h.f_relu()?,
-                Activation::Tanh => h.f_tanh()?,
-                Activation::Gelu => h.f_gelu("none")?,
-                Activation::Sigmoid => h.f_sigmoid()?,
-            };
-            if let Some(masks) = masks {
-                h = h.f_mul(&masks.f_select(0, i as i64)?)?;
-            }
-        }
-        h.f_linear(&self.output.weight, Some(&self.output.bias))
-    }
+    })
 }
 
 /// Adam's and AdamW's constants: tch's (and PyTorch's) defaults.
@@ -442,6 +450,10 @@ struct Optimizer {
     /// they are to be restored (saved with the checkpoint).
     stop: EarlyStop,
     best: Vec<Tensor>,
+    /// The model's buffers (batch norm's running statistics), saved with
+    /// the weights, and their copies at the best epoch (with `best`).
+    buffers: Vec<Tensor>,
+    best_buffers: Vec<Tensor>,
     /// `weight_decay` and `-lr` as 0-dimensional tensors on the device, for
     /// `addcmul_`: a scaled in-place add in one kernel, without a temporary
     /// (tch's `add_` has no `alpha`).
@@ -450,7 +462,7 @@ struct Optimizer {
 }
 
 impl Optimizer {
-    fn new(config: &MlpConfig, params: Vec<Tensor>) -> Result<Self, TchError> {
+    fn new(config: &Settings, params: Vec<Tensor>) -> Result<Self, TchError> {
         let zeros = || {
             params
                 .iter()
@@ -473,16 +485,7 @@ impl Optimizer {
             nesterov: config.nesterov,
             weight_decay: config.weight_decay,
             best: if config.patience > 0 && config.restore_best {
-                tch::no_grad(|| {
-                    params
-                        .iter()
-                        .map(|p| {
-                            let mut copy = Tensor::f_zeros_like(p)?;
-                            copy.f_copy_(p)?;
-                            Ok(copy)
-                        })
-                        .collect::<Result<Vec<_>, TchError>>()
-                })?
+                copies(&params)?
             } else {
                 Vec::new()
             },
@@ -491,9 +494,22 @@ impl Optimizer {
             second,
             steps: 0,
             stop: EarlyStop::default(),
+            buffers: Vec::new(),
+            best_buffers: Vec::new(),
             weight_decay_t: Tensor::f_scalar_tensor(config.weight_decay, (Kind::Float, device))?,
             neg_lr_t: Tensor::f_scalar_tensor(-config.lr, (Kind::Float, device))?,
         })
+    }
+
+    /// Keeps (handles on) the model's buffers, to save and restore them
+    /// with the weights, and their best epoch's copies when the best
+    /// weights are kept.
+    fn track_buffers(&mut self, buffers: Vec<Tensor>) -> Result<(), TchError> {
+        if !self.best.is_empty() {
+            self.best_buffers = copies(&buffers)?;
+        }
+        self.buffers = buffers;
+        Ok(())
     }
 
     /// Sets the learning rate of the next updates (a schedule's step).
@@ -582,13 +598,17 @@ impl Optimizer {
         })
     }
 
-    /// The tensors a checkpoint holds, named by kind and position.
+    /// The tensors a checkpoint holds, named by kind and position (an
+    /// MLP has no buffers: its checkpoints are what they were before the
+    /// buffers existed).
     fn named_tensors(&self) -> Vec<(String, &Tensor)> {
         [
             ("p", &self.params),
             ("f", &self.first),
             ("s", &self.second),
             ("b", &self.best),
+            ("r", &self.buffers),
+            ("q", &self.best_buffers),
         ]
         .into_iter()
         .flat_map(|(prefix, tensors)| {
@@ -602,7 +622,16 @@ impl Optimizer {
 }
 
 /// A checkpoint starts with this (8 bytes), then the format version.
-const MAGIC: &[u8; 8] = b"hpo-mlp\0";
+/// The magic names the trainer, so that a checkpoint of one model kind is
+/// refused by another with a clear message.
+fn magic(kind: ModelKind) -> &'static [u8; 8] {
+    match kind {
+        ModelKind::Mlp => b"hpo-mlp\0",
+        ModelKind::Cnn => b"hpo-cnn\0",
+        ModelKind::ResNet => b"hpo-res\0",
+    }
+}
+const KINDS: [ModelKind; 3] = [ModelKind::Mlp, ModelKind::Cnn, ModelKind::ResNet];
 const FORMAT_VERSION: u32 = 2;
 /// Magic, version, step, fingerprint, optimizer steps, early stopping's
 /// best value, best epoch and epochs since, payload length and its CRC-32.
@@ -611,9 +640,22 @@ const HEADER_LEN: usize = 8 + 4 + 4 + 8 + 8 + 8 + 4 + 4 + 8 + 4;
 /// Identifies what a checkpoint may be resumed by: every setting that shapes
 /// the tensors or the training path. FNV-1a over a canonical text, so that
 /// it is the same on every worker and build.
-fn fingerprint(config: &MlpConfig, a: &Assignment) -> u64 {
+///
+/// The MLP's text is the one it had before the other models existed (one
+/// struct of its architecture's and the training's fields), so that its
+/// checkpoints stay resumable; the other models' texts name their kind and
+/// architecture.
+fn fingerprint(config: &Config, a: &Assignment) -> u64 {
+    let settings = format!("{:?}", config.settings);
+    let model = match &config.arch {
+        Arch::Mlp { hidden, layers } => format!(
+            "MlpConfig {{ hidden: {hidden}, layers: {layers}, {}",
+            settings.split_once("{ ").map_or("", |(_, fields)| fields)
+        ),
+        arch => format!("{arch:?} {settings}"),
+    };
     let text = format!(
-        "{config:?}|{}|{}|{}",
+        "{model}|{}|{}|{}",
         a.trainer.dataset,
         a.resource.as_str(),
         a.max_resource
@@ -626,13 +668,18 @@ fn fingerprint(config: &MlpConfig, a: &Assignment) -> u64 {
 /// The checkpoint after `step`: a header, then the weights and optimizer
 /// buffers in libtorch's serialization format. The random state is the step
 /// itself (see [`epoch_rng`]).
-fn save(opt: &Optimizer, step: u32, fingerprint: u64) -> Result<Vec<u8>, TrainError> {
+fn save(
+    kind: ModelKind,
+    opt: &Optimizer,
+    step: u32,
+    fingerprint: u64,
+) -> Result<Vec<u8>, TrainError> {
     let mut payload = Vec::new();
     Tensor::save_multi_to_stream(&opt.named_tensors(), &mut payload)?;
     let mut crc = flate2::Crc::new();
     crc.update(&payload);
     let mut bytes = Vec::with_capacity(HEADER_LEN + payload.len());
-    bytes.extend_from_slice(MAGIC);
+    bytes.extend_from_slice(magic(kind));
     bytes.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
     bytes.extend_from_slice(&step.to_le_bytes());
     bytes.extend_from_slice(&fingerprint.to_le_bytes());
@@ -649,6 +696,7 @@ fn save(opt: &Optimizer, step: u32, fingerprint: u64) -> Result<Vec<u8>, TrainEr
 /// Restores the state `save` wrote into `opt`, after checking that the
 /// bytes are whole, of this format, of this configuration and of `step`.
 fn restore(
+    kind: ModelKind,
     bytes: &[u8],
     opt: &mut Optimizer,
     step: u32,
@@ -657,13 +705,24 @@ fn restore(
 ) -> Result<(), TrainError> {
     let bad =
         |why: String| TrainError::Invalid(format!("cannot resume from the checkpoint: {why}"));
-    if bytes.len() < HEADER_LEN || !bytes.starts_with(MAGIC) {
+    if let Some(other) = KINDS
+        .into_iter()
+        .find(|&k| k != kind && bytes.starts_with(magic(k)))
+    {
         return Err(bad(format!(
-            "not a checkpoint of the mlp trainer ({} bytes)",
+            "it is a checkpoint of the {} trainer, this trial is of the {} trainer",
+            other.name(),
+            kind.name()
+        )));
+    }
+    if bytes.len() < HEADER_LEN || !bytes.starts_with(magic(kind)) {
+        return Err(bad(format!(
+            "not a checkpoint of the {} trainer ({} bytes)",
+            kind.name(),
             bytes.len()
         )));
     }
-    let mut at = MAGIC.len();
+    let mut at = magic(kind).len();
     let mut take = |n: usize| {
         let field = &bytes[at..at + n];
         at += n;
@@ -795,8 +854,8 @@ fn epoch_rng(stream: u64, epoch: u64) -> StdRng {
 /// kept with probability 1-p and scaled by 1/(1-p), as `Tensor::dropout`
 /// does, but without libtorch's global generator. Buffers are reused across
 /// batches; the generator is replaced at each epoch ([`epoch_rng`]).
-struct DropoutMasks {
-    rng: StdRng,
+pub(super) struct DropoutMasks {
+    pub(super) rng: StdRng,
     /// Units are dropped when a uniform u16 is below this.
     threshold: u16,
     scale: f32,
@@ -805,7 +864,7 @@ struct DropoutMasks {
 }
 
 impl DropoutMasks {
-    fn new(p: f64) -> Self {
+    pub(super) fn new(p: f64) -> Self {
         let threshold = (p * 65_536.0).round().min(65_535.0) as u16;
         // Scale by the probability actually used, so the mask's expectation
         // is exactly 1 despite rounding p to 1/65536.
@@ -819,14 +878,24 @@ impl DropoutMasks {
         }
     }
 
-    fn draw(
+    /// The masks of `layers` layers of `width` units for `rows` rows.
+    pub(super) fn draw(
         &mut self,
         layers: usize,
         rows: i64,
         width: i64,
         device: tch::Device,
     ) -> Result<Tensor, TchError> {
-        let n = layers * rows as usize * width as usize;
+        self.draw_shape(&[layers as i64, rows, width], device)
+    }
+
+    /// A mask of `shape`, drawn in row-major order.
+    pub(super) fn draw_shape(
+        &mut self,
+        shape: &[i64],
+        device: tch::Device,
+    ) -> Result<Tensor, TchError> {
+        let n = shape.iter().product::<i64>().max(0) as usize;
         self.bits.resize(n, 0);
         self.rng.fill(self.bits.as_mut_slice());
         self.values.clear();
@@ -837,7 +906,7 @@ impl DropoutMasks {
                 .map(|&b| if b < threshold { 0.0 } else { scale }),
         );
         Tensor::f_from_slice(&self.values)?
-            .f_view([layers as i64, rows, width])?
+            .f_view(shape)?
             .f_to_device(device)
     }
 }
@@ -873,9 +942,11 @@ fn check_segment(job: &TrialJob) -> Result<(), TrainError> {
 
 /// Everything one epoch of training needs.
 struct Training<'a> {
-    config: &'a MlpConfig,
+    config: &'a Settings,
     schedule: Schedule,
-    model: &'a Mlp,
+    model: &'a dyn Model,
+    /// The weights the L1 penalty applies to.
+    penalised: Vec<Tensor>,
     opt: Optimizer,
     masks: Option<DropoutMasks>,
     seeds: Seeds,
@@ -927,13 +998,7 @@ impl Training<'_> {
                 xs = augment_with_fill(&images, &self.config.augment, fill, rng)?
                     .f_view([rows, -1])?;
             }
-            let mask = match self.masks.as_mut() {
-                Some(m) => {
-                    Some(m.draw(self.config.layers, rows, self.config.hidden, self.device)?)
-                }
-                None => None,
-            };
-            let logits = self.model.forward(&xs, mask.as_ref())?;
+            let logits = self.model.forward(&xs, Pass::Train(self.masks.as_mut()))?;
             let loss = if self.regression {
                 logits.f_squeeze_dim(-1)?.f_mse_loss(&ys, Reduction::Mean)?
             } else {
@@ -950,7 +1015,7 @@ impl Training<'_> {
                 // The reported loss stays the data's; the penalty only
                 // shapes the gradient.
                 let mut penalty = Tensor::f_zeros([], (Kind::Float, self.device))?;
-                for w in self.opt.params.iter().step_by(2) {
+                for w in &self.penalised {
                     penalty = penalty.f_add(&w.f_abs()?.f_sum(Kind::Float)?)?;
                 }
                 loss.f_add(&penalty.f_mul_scalar(self.config.l1)?)?
@@ -976,11 +1041,12 @@ impl Training<'_> {
 }
 
 fn run(
-    config: &MlpConfig,
+    whole: &Config,
     data: &Dataset,
     job: &TrialJob,
     reporter: &mut dyn Reporter,
 ) -> Result<TrainEnd, TrainError> {
+    let (config, kind) = (&whole.settings, whole.arch.kind());
     let a = &job.assignment;
     let device = job.device.to_tch();
     // One copy of the data per trial, moved to the device once.
@@ -998,19 +1064,27 @@ fn run(
     };
 
     let seeds = Seeds::new(config.seed);
-    let model = Mlp::new(
+    let model = whole.arch.build(
         &mut StdRng::seed_from_u64(seeds.init),
+        config.activation,
         data.features,
+        data.image_shape(),
         if target.is_some() { 1 } else { data.classes },
-        config,
         device,
     )?;
+    let model = model.as_ref();
     let mut opt = Optimizer::new(config, model.parameters())?;
-    let fingerprint = fingerprint(config, a);
+    opt.track_buffers(model.buffers())?;
+    let fingerprint = fingerprint(whole, a);
     let start = job.start_step();
     if let Some(bytes) = &job.resume {
-        restore(bytes, &mut opt, start, fingerprint, device)?;
+        restore(kind, bytes, &mut opt, start, fingerprint, device)?;
     }
+    reporter.log(&format!(
+        "{}; {} trainable parameters\n",
+        model.summary(),
+        parameter_count(model)
+    ));
     let augment = match data.image_shape() {
         _ if config.augment.is_off() => None,
         Some(shape) => Some((shape, epoch_rng(seeds.augment, 0))),
@@ -1044,7 +1118,8 @@ fn run(
             config.epochs,
         ),
         config,
-        model: &model,
+        model,
+        penalised: model.penalised(),
         opt,
         masks: (config.dropout > 0.0).then(|| DropoutMasks::new(config.dropout)),
         seeds,
@@ -1061,7 +1136,7 @@ fn run(
     };
     let metrics = |train_loss: f64| {
         if let Some(t) = target {
-            let (loss, r) = evaluate_regression(&model, &val_x, data.val_targets(), t)?;
+            let (loss, r) = evaluate_regression(model, &val_x, data.val_targets(), t)?;
             let mut values = MetricValues::from([
                 ("train_loss".to_string(), train_loss),
                 ("val_loss".to_string(), loss),
@@ -1069,7 +1144,7 @@ fn run(
             r.insert_into("val_", &mut values);
             return Ok(values);
         }
-        let e = evaluate(&model, &val_x, &val_y, n_val, classes == 2)?;
+        let e = evaluate(model, &val_x, &val_y, n_val, classes == 2)?;
         let mut values = MetricValues::from([("train_loss".to_string(), train_loss)]);
         crate::metrics::classification(&e.predicted, &val_labels, classes, e.scores.as_deref())
             .insert_into("val_", &mut values);
@@ -1102,7 +1177,7 @@ fn run(
                         training.opt.restore_best()?;
                         return if a.save_final {
                             Ok(TrainEnd::FinishedSaved {
-                                checkpoint: save(&training.opt, a.max_resource, fingerprint)?,
+                                checkpoint: save(kind, &training.opt, a.max_resource, fingerprint)?,
                             })
                         } else {
                             Ok(TrainEnd::Finished)
@@ -1113,7 +1188,7 @@ fn run(
                     Decision::Pause => {
                         return Ok(TrainEnd::Paused {
                             step: epoch,
-                            checkpoint: save(&training.opt, epoch, fingerprint)?,
+                            checkpoint: save(kind, &training.opt, epoch, fingerprint)?,
                         });
                     }
                 }
@@ -1145,7 +1220,7 @@ fn run(
                 Decision::Pause => {
                     return Ok(TrainEnd::Paused {
                         step: budget,
-                        checkpoint: save(&training.opt, budget, fingerprint)?,
+                        checkpoint: save(kind, &training.opt, budget, fingerprint)?,
                     });
                 }
             }
@@ -1153,23 +1228,10 @@ fn run(
         // Resumed at its budget already: nothing to train in this segment.
         Resource::DataFraction => {}
     }
-    super::segment_end(job, budget, || save(&training.opt, budget, fingerprint))
+    super::segment_end(job, budget, || {
+        save(kind, &training.opt, budget, fingerprint)
+    })
 }
-
-/// The metrics this trainer reports (any may be the objective or drive
-/// early stopping).
-const METRICS: &[&str] = &[
-    "train_loss",
-    "val_loss",
-    "val_accuracy",
-    "val_precision",
-    "val_recall",
-    "val_f1",
-    "val_auc",
-    "val_rmse",
-    "val_mae",
-    "val_r2",
-];
 
 /// Whether lower is better for a metric, by its name: losses and errors.
 fn minimized(metric: &str) -> bool {
@@ -1214,7 +1276,8 @@ impl Optimizer {
                 since: 0,
             };
             tch::no_grad(|| {
-                for (b, p) in self.best.iter().zip(&self.params) {
+                let kept = self.best.iter().zip(&self.params);
+                for (b, p) in kept.chain(self.best_buffers.iter().zip(&self.buffers)) {
                     b.shallow_clone().f_copy_(p)?;
                 }
                 Ok::<_, TchError>(())
@@ -1225,10 +1288,11 @@ impl Optimizer {
         Ok(self.stop.since >= patience)
     }
 
-    /// Puts the best epoch's weights back (when they were kept).
+    /// Puts the best epoch's weights (and buffers) back (when they were kept).
     fn restore_best(&mut self) -> Result<(), TchError> {
         tch::no_grad(|| {
-            for (p, b) in self.params.iter().zip(&self.best) {
+            let kept = self.params.iter().zip(&self.best);
+            for (p, b) in kept.chain(self.buffers.iter().zip(&self.best_buffers)) {
                 p.shallow_clone().f_copy_(b)?;
             }
             Ok(())
@@ -1271,7 +1335,7 @@ fn clip_grad_norm(params: &[Tensor], max: f64) -> Result<Tensor, TchError> {
 /// standardised units (what training minimises), and RMSE, MAE and R² in
 /// the targets' own.
 fn evaluate_regression(
-    model: &Mlp,
+    model: &dyn Model,
     xs: &Tensor,
     targets: &[f32],
     t: crate::data::TargetStats,
@@ -1281,9 +1345,9 @@ fn evaluate_regression(
         let mut predicted = Vec::with_capacity(n as usize);
         let mut start = 0;
         while start < n {
-            let rows = EVAL_BATCH.min(n - start);
+            let rows = model.eval_rows().min(n - start);
             let out = model
-                .forward(&xs.f_narrow(0, start, rows)?, None)?
+                .forward(&xs.f_narrow(0, start, rows)?, Pass::Eval)?
                 .f_squeeze_dim(-1)?
                 .f_to_kind(Kind::Double)?
                 .f_to_device(tch::Device::Cpu)?;
@@ -1309,10 +1373,10 @@ struct Evaluation {
     scores: Option<Vec<f64>>,
 }
 
-/// Evaluates on the validation set in batches of [`EVAL_BATCH`], without
-/// dropout or gradients.
+/// Evaluates on the validation set in batches of the model's
+/// `eval_rows`, without dropout or gradients.
 fn evaluate(
-    model: &Mlp,
+    model: &dyn Model,
     xs: &Tensor,
     ys: &Tensor,
     n: i64,
@@ -1326,10 +1390,10 @@ fn evaluate(
         let mut scores = Vec::new();
         let mut start = 0;
         while start < n {
-            let rows = EVAL_BATCH.min(n - start);
+            let rows = model.eval_rows().min(n - start);
             let x = xs.f_narrow(0, start, rows)?;
             let y = ys.f_narrow(0, start, rows)?;
-            let logits = model.forward(&x, None)?;
+            let logits = model.forward(&x, Pass::Eval)?;
             let classes = logits.f_argmax(-1, false)?;
             predicted.extend(Vec::<i64>::try_from(
                 classes.f_to_device(tch::Device::Cpu)?,
@@ -1367,10 +1431,8 @@ mod tests {
     use super::*;
     use tch::nn::{self, OptimizerConfig};
 
-    fn config(optimizer: OptimizerKind, momentum: f64, weight_decay: f64) -> MlpConfig {
-        MlpConfig {
-            hidden: 8,
-            layers: 1,
+    fn config(optimizer: OptimizerKind, momentum: f64, weight_decay: f64) -> Settings {
+        Settings {
             activation: Activation::Relu,
             dropout: 0.0,
             optimizer,
@@ -1416,7 +1478,7 @@ mod tests {
         let y = Tensor::from_slice(&[1.0f32, -2.0, 0.5]).view([3, 1]);
         let loss = |w: &Tensor| (w.matmul(&x) - &y).square().sum(Kind::Float);
         for (kind, momentum, wd, nesterov) in cases {
-            let config = MlpConfig {
+            let config = Settings {
                 nesterov,
                 ..config(kind, momentum, wd)
             };
@@ -1497,7 +1559,7 @@ mod tests {
     /// direction, and puts the best epoch's weights back.
     #[test]
     fn early_stopping_keeps_and_restores_the_best_epoch() {
-        let config = MlpConfig {
+        let config = Settings {
             patience: 2,
             ..config(OptimizerKind::Sgd, 0.0, 0.0)
         };
@@ -1524,5 +1586,91 @@ mod tests {
         assert!(!up.observe(2, Some(0.6), false, 2).unwrap());
         assert_eq!(up.stop.best, Some(0.6));
         assert!(minimized("val_loss") && !minimized("val_accuracy"));
+    }
+
+    /// A model's buffers (batch norm's running statistics) are kept and
+    /// put back with the best epoch's weights, and named in checkpoints.
+    #[test]
+    fn early_stopping_restores_buffers_too() {
+        let plain = config(OptimizerKind::Sgd, 0.0, 0.0);
+        let stopping = Settings {
+            patience: 1,
+            ..plain.clone()
+        };
+        let w = Tensor::from_slice(&[1.0f32]).set_requires_grad(true);
+        let running = Tensor::from_slice(&[10.0f32]);
+        let mut opt = Optimizer::new(&stopping, vec![w.shallow_clone()]).unwrap();
+        opt.track_buffers(vec![running.shallow_clone()]).unwrap();
+        let names: Vec<String> = opt.named_tensors().into_iter().map(|(n, _)| n).collect();
+        assert_eq!(names, ["p0", "b0", "r0", "q0"]);
+        assert!(!opt.observe(1, Some(0.5), true, 1).unwrap());
+        let _ = running.shallow_clone().fill_(20.0);
+        assert!(opt.observe(2, Some(0.6), true, 1).unwrap());
+        opt.restore_best().unwrap();
+        assert_eq!(running.double_value(&[0]), 10.0);
+        // Without early stopping's best weights, no copies either.
+        let mut opt = Optimizer::new(&plain, vec![w]).unwrap();
+        opt.track_buffers(vec![running]).unwrap();
+        let names: Vec<String> = opt.named_tensors().into_iter().map(|(n, _)| n).collect();
+        assert_eq!(names, ["p0", "r0"]);
+    }
+
+    fn assignment(kind: &str, params: &[(&str, ParamValue)]) -> Assignment {
+        Assignment {
+            trial: hpo_proto::TrialId {
+                study: hpo_proto::StudyId(1),
+                number: 0,
+            },
+            attempt: 0,
+            study_name: "t".into(),
+            params: params
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.clone()))
+                .collect(),
+            trainer: hpo_proto::TrainerConfig {
+                kind: kind.into(),
+                dataset: "synthetic:spirals".into(),
+                epochs: 5,
+                ..Default::default()
+            },
+            seed: 7,
+            metric: "val_accuracy".into(),
+            resource: Resource::Epochs,
+            budget: 5,
+            max_resource: 5,
+            resume: None,
+            save_final: false,
+        }
+    }
+
+    /// The MLP's fingerprints are those of the release before the other
+    /// models (computed then): its paused trials and kept models stay
+    /// resumable. The convolutional models' differ by kind and architecture.
+    #[test]
+    fn mlp_fingerprints_are_unchanged_and_kinds_differ() {
+        let fp = |kind: ModelKind, params: &[(&str, ParamValue)]| {
+            let a = assignment(kind.name(), params);
+            fingerprint(&Config::from_assignment(kind, &a).unwrap(), &a)
+        };
+        let cat = |s: &str| ParamValue::Categorical(s.into());
+        assert_eq!(fp(ModelKind::Mlp, &[]), 0x8673_ee38_88f9_e408);
+        let many = [
+            ("hidden", ParamValue::Int(64)),
+            ("layers", ParamValue::Int(3)),
+            ("dropout", ParamValue::Float(0.25)),
+            ("lr_schedule", cat("one_cycle")),
+            ("augment_hflip", ParamValue::Int(1)),
+            ("activation", cat("gelu")),
+            ("optimizer", cat("sgd")),
+            ("balance", cat("oversample")),
+        ];
+        assert_eq!(fp(ModelKind::Mlp, &many), 0x1dab_c8d9_fc30_ce11);
+        let cnn = fp(ModelKind::Cnn, &[]);
+        assert_ne!(cnn, fp(ModelKind::ResNet, &[]));
+        assert_ne!(
+            cnn,
+            fp(ModelKind::Cnn, &[("kernel_size", ParamValue::Int(5))])
+        );
+        assert_ne!(cnn, fp(ModelKind::Mlp, &[]));
     }
 }

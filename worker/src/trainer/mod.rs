@@ -4,16 +4,18 @@
 //! run on the async runtime; the worker gives each slot a dedicated thread and
 //! bridges reports to the coordinator through a `Reporter`.
 
+mod cnn;
 mod command;
 mod function;
 mod mlp;
+mod models;
 pub mod schedule;
 mod simulated;
 mod table;
 
 pub use command::{CommandTrainer, pack_dir, unpack_dir};
 pub use function::{FunctionTrainer, FunctionTrial};
-pub use mlp::MlpTrainer;
+pub use mlp::{CnnTrainer, MlpTrainer, ResNetTrainer};
 pub use simulated::SimulatedTrainer;
 pub use table::TableTrainer;
 
@@ -101,6 +103,8 @@ pub struct Trainers {
     command: CommandTrainer,
     function: FunctionTrainer,
     mlp: MlpTrainer,
+    cnn: CnnTrainer,
+    resnet: ResNetTrainer,
     simulated: SimulatedTrainer,
     table: TableTrainer,
 }
@@ -110,7 +114,9 @@ impl Trainers {
         Trainers {
             command: CommandTrainer::default(),
             function: FunctionTrainer,
-            mlp: MlpTrainer::new(data),
+            mlp: MlpTrainer::new(Arc::clone(&data)),
+            cnn: CnnTrainer::new(Arc::clone(&data)),
+            resnet: ResNetTrainer::new(data),
             simulated: SimulatedTrainer,
             table: TableTrainer,
         }
@@ -121,6 +127,8 @@ impl Trainers {
             "command" => Some(&self.command),
             "function" => Some(&self.function),
             "mlp" => Some(&self.mlp),
+            "cnn" => Some(&self.cnn),
+            "resnet" => Some(&self.resnet),
             "simulated" => Some(&self.simulated),
             "table" => Some(&self.table),
             _ => None,

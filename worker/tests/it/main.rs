@@ -5,6 +5,7 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod cnn;
 mod command;
 mod data;
 mod function;

@@ -989,7 +989,7 @@ fn regression_sets_train_and_report_rmse_mae_and_r2() {
 }
 
 /// A 4×4 image set of two classes (bright top half or bright bottom half).
-fn square_images(dir: &std::path::Path) -> String {
+pub(crate) fn square_images(dir: &std::path::Path) -> String {
     use crate::data::{gz, idx};
     let write = |n: u32, images: &str, labels: &str| {
         let mut pixels = Vec::new();
