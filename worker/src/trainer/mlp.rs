@@ -60,7 +60,12 @@ use std::collections::HashMap;
 use std::io::Cursor;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
+use std::time::Instant;
 use tch::{Kind, Reduction, TchError, Tensor};
+
+/// Training throughput, reported with each epoch's metrics (a measurement,
+/// so the one value that differs between two runs of the same seed).
+pub const SAMPLES_PER_SEC: &str = "samples_per_sec";
 
 /// The `mlp` trainer: a multi-layer perceptron on any data set.
 pub struct MlpTrainer {
@@ -1157,13 +1162,16 @@ fn run(
     match a.resource {
         Resource::Epochs => {
             for epoch in start + 1..=budget {
+                let started = Instant::now();
                 let Some(train_loss) = training.epoch(&rows, u64::from(epoch), reporter)? else {
                     return Ok(TrainEnd::Stopped);
                 };
+                let rate = rows.len() as f64 / started.elapsed().as_secs_f64().max(1e-9);
                 if reporter.stop_requested() {
                     return Ok(TrainEnd::Stopped);
                 }
-                let values = metrics(train_loss)?;
+                let mut values = metrics(train_loss)?;
+                values.insert(SAMPLES_PER_SEC.to_string(), rate);
                 let early_stop = config.patience > 0
                     && training.opt.observe(
                         epoch,
@@ -1203,6 +1211,7 @@ fn run(
                 config.batch_size,
             );
             let mut train_loss = f64::NAN;
+            let started = Instant::now();
             for epoch in 1..=config.epochs {
                 // Keys of (budget, epoch): each segment has its own shuffles.
                 let key = (u64::from(budget) << 32) | u64::from(epoch);
@@ -1211,10 +1220,14 @@ fn run(
                     None => return Ok(TrainEnd::Stopped),
                 }
             }
+            let rate = (rows.len() as f64 * f64::from(config.epochs))
+                / started.elapsed().as_secs_f64().max(1e-9);
             if reporter.stop_requested() {
                 return Ok(TrainEnd::Stopped);
             }
-            match reporter.report(budget, metrics(train_loss)?) {
+            let mut values = metrics(train_loss)?;
+            values.insert(SAMPLES_PER_SEC.to_string(), rate);
+            match reporter.report(budget, values) {
                 Decision::Continue => {}
                 Decision::Stop => return Ok(TrainEnd::Stopped),
                 Decision::Pause => {

@@ -15,7 +15,7 @@ mod table;
 
 pub use command::{CommandTrainer, pack_dir, unpack_dir};
 pub use function::{FunctionTrainer, FunctionTrial};
-pub use mlp::{CnnTrainer, MlpTrainer, ResNetTrainer};
+pub use mlp::{CnnTrainer, MlpTrainer, ResNetTrainer, SAMPLES_PER_SEC};
 pub use simulated::SimulatedTrainer;
 pub use table::TableTrainer;
 

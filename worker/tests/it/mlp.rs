@@ -93,6 +93,12 @@ fn reports_each_epoch_with_the_three_metrics() {
         assert!((0.0..=1.0).contains(&values["val_accuracy"]));
         assert!(values["train_loss"].is_finite() && values["val_loss"].is_finite());
     }
+    // The throughput comes with every epoch (values() leaves it out, as it
+    // differs between two runs of the same seed).
+    for (_, values, _) in &reporter.reports {
+        let rate = values[hpo_worker::trainer::SAMPLES_PER_SEC];
+        assert!(rate.is_finite() && rate > 0.0, "{values:?}");
+    }
 }
 
 #[test]
