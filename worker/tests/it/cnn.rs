@@ -448,22 +448,7 @@ fn resnet_final_model_round_trips() {
     let spec = bar_images(dir.path());
     let mut job = job_of("resnet", &spec, 2, 4, SMALL_RESNET, &[]);
     job.assignment.save_final = true;
-    let trainer = resnet();
-    let TrainEnd::FinishedSaved { checkpoint } =
-        trainer.train(&job, &mut TestReporter::default()).unwrap()
-    else {
-        panic!("expected the final model");
-    };
-    assert!(checkpoint.starts_with(b"hpo-res\0"));
-    let mut again = TestReporter::default();
-    let TrainEnd::FinishedSaved { checkpoint: same } = trainer
-        .train(&resumed(&job, 2, &checkpoint, 2), &mut again)
-        .unwrap()
-    else {
-        panic!("expected the final model");
-    };
-    assert!(again.steps().is_empty());
-    assert_eq!(same, checkpoint);
+    crate::final_model_round_trips(&resnet(), &job, b"hpo-res\0");
 }
 
 #[test]

@@ -197,6 +197,27 @@ pub fn pause_then_resume_matches_an_uninterrupted_run(trainer: &dyn Trainer, job
     assert_eq!(rest.history(), whole.history()[2..]);
 }
 
+/// A run of `job` (2 epochs, `save_final`) ends with its final model, a
+/// checkpoint starting with `magic`; a resume from it at the last step
+/// trains nothing more and saves the same bytes again.
+pub fn final_model_round_trips(trainer: &dyn Trainer, job: &TrialJob, magic: &[u8]) {
+    let TrainEnd::FinishedSaved { checkpoint } =
+        trainer.train(job, &mut TestReporter::default()).unwrap()
+    else {
+        panic!("expected the final model");
+    };
+    assert!(checkpoint.starts_with(magic));
+    let mut again = TestReporter::default();
+    let TrainEnd::FinishedSaved { checkpoint: same } = trainer
+        .train(&resumed(job, 2, &checkpoint, 2), &mut again)
+        .unwrap()
+    else {
+        panic!("expected the final model");
+    };
+    assert!(again.steps().is_empty());
+    assert_eq!(same, checkpoint);
+}
+
 pub fn with_budget(job: &TrialJob, budget: u32) -> TrialJob {
     let mut next = job.clone();
     next.assignment.budget = budget;

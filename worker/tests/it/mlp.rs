@@ -771,22 +771,7 @@ fn mlp_final_model_is_the_checkpoint_a_pause_at_the_end_would_save() {
     let trainer = trainer();
     let mut job = segment_job("adam", 2);
     job.assignment.save_final = true;
-    let mut whole = TestReporter::default();
-    let TrainEnd::FinishedSaved { checkpoint } = trainer.train(&job, &mut whole).unwrap() else {
-        panic!("expected the final model");
-    };
-    assert!(checkpoint.starts_with(b"hpo-mlp\0"));
-    // Loadable: a resume from it at the last step trains nothing more and
-    // saves the same model again.
-    let mut again = TestReporter::default();
-    let TrainEnd::FinishedSaved { checkpoint: same } = trainer
-        .train(&resumed(&job, 2, &checkpoint, 2), &mut again)
-        .unwrap()
-    else {
-        panic!("expected the final model");
-    };
-    assert!(again.steps().is_empty());
-    assert_eq!(same, checkpoint);
+    crate::final_model_round_trips(&trainer, &job, b"hpo-mlp\0");
 }
 
 /// Early stopping inside the trial ends it once the watched metric has not
