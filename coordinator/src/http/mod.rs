@@ -308,6 +308,14 @@ fn trial_number(s: &str) -> Result<u32, ApiError> {
         .map_err(|_| ApiError::bad(format!("trial number `{s}` is not a number")))
 }
 
+/// A trial from its route's `{id}` and `{n}`.
+fn trial_id(id: &str, number: &str) -> Result<TrialId, ApiError> {
+    Ok(TrialId {
+        study: study_id(id)?,
+        number: trial_number(number)?,
+    })
+}
+
 /// A numeric query parameter within [lo, hi], or `default` when absent.
 fn int_param(
     q: &HashMap<String, String>,
@@ -681,11 +689,10 @@ async fn trial(
     Path((id, number)): Path<(String, String)>,
 ) -> ApiResult {
     check_read(&state, &headers, &q)?;
-    let id = study_id(&id)?;
-    let number = trial_number(&number)?;
+    let tid = trial_id(&id, &number)?;
+    let id = tid.study;
     let record = record_of(&state, id)?;
     let storage = state.engine.storage();
-    let tid = TrialId { study: id, number };
     let t = storage
         .trial(tid)
         .map_err(storage_error)?
@@ -727,10 +734,7 @@ async fn trial_log(
     Path((id, number)): Path<(String, String)>,
 ) -> ApiResult {
     check_read(&state, &headers, &q)?;
-    let trial = TrialId {
-        study: study_id(&id)?,
-        number: trial_number(&number)?,
-    };
+    let trial = trial_id(&id, &number)?;
     let offset = match q.get("offset").map(String::as_str) {
         None | Some("") => 0,
         Some(v) => v.parse::<u64>().map_err(|_| {
@@ -825,10 +829,7 @@ async fn stop_trial(
     Path((id, number)): Path<(String, String)>,
 ) -> ApiResult {
     check_action(&state, &headers, &q)?;
-    let trial = TrialId {
-        study: study_id(&id)?,
-        number: trial_number(&number)?,
-    };
+    let trial = trial_id(&id, &number)?;
     record_of(&state, trial.study)?;
     let t = state
         .engine

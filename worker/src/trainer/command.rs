@@ -242,11 +242,10 @@ impl Trainer for CommandTrainer {
                     .filter(|t| now.duration_since(started) >= *t)
                 {
                     killed = Some(Kill::Timeout(limit));
-                } else if let Some(told) = run
+                } else if run
                     .told_at
-                    .filter(|t| now.duration_since(*t) >= settings.grace)
+                    .is_some_and(|t| now.duration_since(t) >= settings.grace)
                 {
-                    let _ = told;
                     killed = Some(Kill::Ignored);
                     run.log(&format!(
                         "[hpo] the program did not exit within {}s of the {} decision: terminating its process group\n",
